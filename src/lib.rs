@@ -1,0 +1,25 @@
+//! progressive-delivery: a Proxy-Wasm filter that classifies users into classes for
+//! canary routing.
+//!
+//! Everything but `host` is pure logic with no `proxy_wasm` import, so it is tested natively
+//! and under `wasm-bindgen-test` on `wasm32-unknown-unknown`. `host` translates proxy-wasm
+//! callbacks into calls on that logic.
+
+pub mod bucket;
+pub mod classify;
+pub mod config;
+pub mod config_error;
+pub mod cookie;
+pub mod http_syntax;
+pub mod metric_names;
+pub mod query;
+pub mod string_match;
+
+#[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]
+mod host;
+
+// Every pure module's test module starts with
+//     #[cfg(target_arch = "wasm32")]
+//     use wasm_bindgen_test::wasm_bindgen_test as test;
+// so the same `#[test]` functions run natively under `cargo test` and in Node under
+// wasm-bindgen-test: one table of cases, two targets.

@@ -1,0 +1,192 @@
+//! Compiled string matchers, the Istio `StringMatch` / Envoy `StringMatcher` vocabulary:
+//! `exact`, `prefix`, `suffix`, `contains`, `regex`, plus `present`.
+
+use regex_lite::Regex;
+
+/// One compiled matcher. Values are bytes: headers may carry any octet, and a non-UTF-8
+/// value must have a defined outcome rather than an error.
+#[derive(Debug, Clone)]
+pub enum StringMatch {
+    Exact(Vec<u8>),
+    Prefix(Vec<u8>),
+    Suffix(Vec<u8>),
+    Contains(Vec<u8>),
+    /// Anchored at both ends (RE2 full-match, as Istio and Envoy match). A non-UTF-8 value
+    /// never matches a regex.
+    Regex(Regex),
+    /// `true`: the value is there (even empty). `false`: it is absent.
+    Present(bool),
+}
+
+/// A matcher and whether letters compare ASCII case-insensitively.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    kind: StringMatch,
+    ignore_case: bool,
+}
+
+impl Matcher {
+    /// `pattern`s of `Exact`..`Contains` must already be lowercased when `ignore_case` is set;
+    /// `config` builds matchers through [`Matcher::new`], which does that.
+    pub fn new(kind: StringMatch, ignore_case: bool) -> Self {
+        let kind = match (kind, ignore_case) {
+            (StringMatch::Exact(p), true) => StringMatch::Exact(p.to_ascii_lowercase()),
+            (StringMatch::Prefix(p), true) => StringMatch::Prefix(p.to_ascii_lowercase()),
+            (StringMatch::Suffix(p), true) => StringMatch::Suffix(p.to_ascii_lowercase()),
+            (StringMatch::Contains(p), true) => StringMatch::Contains(p.to_ascii_lowercase()),
+            (kind, _) => kind,
+        };
+        Matcher { kind, ignore_case }
+    }
+
+    /// Whether the matcher holds for a value that may be absent.
+    pub fn matches(&self, value: Option<&[u8]>) -> bool {
+        match (&self.kind, value) {
+            (StringMatch::Present(want), v) => *want == v.is_some(),
+            (_, None) => false,
+            (_, Some(v)) => self.matches_value(v),
+        }
+    }
+
+    /// Whether the matcher holds for a header that may appear several times: `present` looks
+    /// at whether any value is there, the others hold when any one value matches.
+    pub fn matches_any<'a>(&self, mut values: impl Iterator<Item = &'a [u8]>) -> bool {
+        match &self.kind {
+            StringMatch::Present(want) => *want == values.next().is_some(),
+            _ => values.any(|v| self.matches_value(v)),
+        }
+    }
+
+    fn matches_value(&self, v: &[u8]) -> bool {
+        let eq = |a: &[u8], b: &[u8]| {
+            if self.ignore_case {
+                a.eq_ignore_ascii_case(b)
+            } else {
+                a == b
+            }
+        };
+        match &self.kind {
+            StringMatch::Exact(p) => eq(v, p),
+            StringMatch::Prefix(p) => v.get(..p.len()).is_some_and(|head| eq(head, p)),
+            StringMatch::Suffix(p) => v
+                .len()
+                .checked_sub(p.len())
+                .and_then(|start| v.get(start..))
+                .is_some_and(|tail| eq(tail, p)),
+            StringMatch::Contains(p) => p.is_empty() || v.windows(p.len()).any(|w| eq(w, p)),
+            StringMatch::Regex(re) => std::str::from_utf8(v).is_ok_and(|s| re.is_match(s)),
+            StringMatch::Present(_) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn re(p: &str, ignore_case: bool) -> StringMatch {
+        let anchored = format!("^(?:{p})$");
+        let re = regex_lite::RegexBuilder::new(&anchored)
+            .case_insensitive(ignore_case)
+            .build()
+            .unwrap();
+        StringMatch::Regex(re)
+    }
+
+    #[test]
+    fn table() {
+        use StringMatch::*;
+        let b = |s: &str| s.as_bytes().to_vec();
+        let cases: Vec<(StringMatch, bool, Option<&[u8]>, bool)> = vec![
+            (Exact(b("true")), false, Some(b"true"), true),
+            (Exact(b("true")), false, Some(b"True"), false),
+            (Exact(b("true")), true, Some(b"TRUE"), true),
+            (Exact(b("true")), false, Some(b"true "), false),
+            (Exact(b("true")), false, None, false),
+            (Exact(b("")), false, Some(b""), true),
+            (Prefix(b("v2")), false, Some(b"v2.1"), true),
+            (Prefix(b("v2")), false, Some(b"v"), false),
+            (Prefix(b("V2")), true, Some(b"v2.1"), true),
+            (
+                Suffix(b(".example.com")),
+                false,
+                Some(b"a.example.com"),
+                true,
+            ),
+            (
+                Suffix(b(".example.com")),
+                false,
+                Some(b"example.com"),
+                false,
+            ),
+            (
+                Suffix(b(".EXAMPLE.com")),
+                true,
+                Some(b"a.example.COM"),
+                true,
+            ),
+            (
+                Contains(b("Firefox")),
+                false,
+                Some(b"Mozilla Firefox/1"),
+                true,
+            ),
+            (
+                Contains(b("Firefox")),
+                false,
+                Some(b"Mozilla firefox/1"),
+                false,
+            ),
+            (
+                Contains(b("Firefox")),
+                true,
+                Some(b"Mozilla FIREFOX/1"),
+                true,
+            ),
+            (Contains(b("Firefox")), false, Some(b"Fire"), false),
+            (Contains(b("")), false, Some(b""), true),
+            (
+                re(".*Firefox.*", false),
+                false,
+                Some(b"Mozilla Firefox/1"),
+                true,
+            ),
+            // Full match: a regex that would only match part of the value does not hold.
+            (
+                re("Firefox", false),
+                false,
+                Some(b"Mozilla Firefox/1"),
+                false,
+            ),
+            (re("a|b", false), false, Some(b"ab"), false),
+            (re("a|b", false), false, Some(b"b"), true),
+            (re("firefox", true), true, Some(b"FireFox"), true),
+            (re(".*", false), false, Some(b"\xff"), false),
+            (re(".*", false), false, None, false),
+            (Present(true), false, Some(b""), true),
+            (Present(true), false, None, false),
+            (Present(false), false, None, true),
+            (Present(false), false, Some(b"x"), false),
+            (Exact(b("\u{e9}")), false, Some("\u{e9}".as_bytes()), true),
+            (Exact(b("a")), false, Some(b"\xff"), false),
+        ];
+        for (i, (kind, ignore_case, value, want)) in cases.into_iter().enumerate() {
+            let m = Matcher::new(kind, ignore_case);
+            assert_eq!(m.matches(value), want, "case {i}: {m:?} on {value:?}");
+        }
+    }
+
+    #[test]
+    fn several_values() {
+        let m = Matcher::new(StringMatch::Exact(b"beta".to_vec()), false);
+        let vals: [&[u8]; 2] = [b"alpha", b"beta"];
+        assert!(m.matches_any(vals.iter().copied()));
+        assert!(!m.matches_any(std::iter::empty()));
+        let absent = Matcher::new(StringMatch::Present(false), false);
+        assert!(absent.matches_any(std::iter::empty()));
+        assert!(!absent.matches_any(vals.iter().copied()));
+    }
+}
