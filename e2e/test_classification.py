@@ -5,7 +5,9 @@ per-class counter shows on /stats/prometheus."""
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import subprocess
 
 import pytest
 
@@ -180,3 +182,36 @@ def test_non_utf8_and_odd_headers_have_defined_outcomes(example):
         assert r.json()["x-user-class"] == "stable", headers
     # The VM is still alive and classifying.
     assert e.request("GET", "/", [("x-beta", "true")]).json()["x-user-class"] == "beta"
+
+
+@pytest.mark.parametrize("level,logged", [("debug", True), ("info", False)])
+def test_decision_logged_at_debug_only(envoy, primary_and_canary, level, logged):
+    """The filter follows Envoy's log level: the per-request line costs nothing at info."""
+    e = envoy(
+        harness.classifying_envoy_config(ISSUE_EXAMPLE, primary_and_canary, TO_CANARY, "primary"),
+        log_level=level,
+    )
+    e.request("GET", "/", [("x-beta", "true")])
+    assert ("class beta (Rule(1))" in e.log()) == logged
+
+
+def curl_h2(e: harness.Envoy, path: str, headers: list[tuple[str, str]]) -> dict:
+    """A request over HTTP/2 (h2c, prior knowledge): HTTP/2 may split Cookie into crumbs."""
+    args = ["curl", "-sS", "--fail", "--http2-prior-knowledge", f"http://127.0.0.1:{e.listener_port}{path}"]
+    for n, v in headers:
+        args += ["-H", f"{n}: {v}"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=10, check=True)
+    return json.loads(out.stdout)
+
+
+def test_http2_requests_are_classified(example):
+    e, _ = example
+    cases = [
+        ([("cookie", "a=1"), ("cookie", "type=insider")], "canary", "insider"),
+        ([("x-beta", "true")], "canary", "beta"),
+        ([("x-user-class", "beta")], "primary", "stable"),
+        ([("cookie", f"uid={IN_COHORT}; x=y")], "canary", "cohort"),
+    ]
+    for headers, where, cls in cases:
+        r = curl_h2(e, "/h2", headers)
+        assert (r["upstream"], r["x-user-class"]) == (where, cls), headers

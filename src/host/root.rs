@@ -23,6 +23,15 @@ pub struct Plugin {
     pub route_cache_warned: Cell<bool>,
 }
 
+/// Filters log lines in the plugin at the level Envoy logs the `wasm` component, so a `debug!`
+/// on the request path costs no formatting and no host call when Envoy would drop it anyway.
+/// Read on each (re)configuration: the ABI has no callback for later level changes.
+fn follow_host_log_level() {
+    if let Ok(level) = hostcalls::get_log_level() {
+        proxy_wasm::set_log_level(level);
+    }
+}
+
 #[derive(Default)]
 pub struct Root {
     plugin: Option<Rc<Plugin>>,
@@ -32,6 +41,7 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
+        follow_host_log_level();
         let bytes = match hostcalls::get_buffer(BufferType::PluginConfiguration, 0, usize::MAX) {
             Ok(b) => b.unwrap_or_default(),
             Err(status) => {
