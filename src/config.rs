@@ -5,11 +5,10 @@
 //! Unknown fields are errors. Every error names the field path and the bad value.
 
 use std::collections::BTreeMap;
-
-use regex_lite::RegexBuilder;
 use std::fmt;
 use std::marker::PhantomData;
 
+use regex_lite::RegexBuilder;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{MapAccess, Visitor};
 use serde::Deserialize;
