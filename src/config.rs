@@ -250,13 +250,13 @@ fn compile_rule(
     let mut conditions = Vec::new();
     let mut ok = true;
     let string_conditions = [
-        ("header", raw.header),
-        ("cookie", raw.cookie),
-        ("query", raw.query),
+        (Field::Header, raw.header),
+        (Field::Cookie, raw.cookie),
+        (Field::Query, raw.query),
     ];
     for (kind, cond) in string_conditions {
         let Some(Object(cond)) = cond else { continue };
-        match compile_string_condition(&format!("{path}.{kind}"), kind, cond) {
+        match compile_string_condition(&format!("{path}.{}", kind.key()), kind, cond) {
             Ok(c) => conditions.push(c),
             Err(mut e) => {
                 ok = false;
@@ -293,33 +293,55 @@ fn compile_rule(
     ok.then_some(Rule { class, conditions })
 }
 
+/// Where a string condition reads its value.
+#[derive(Clone, Copy)]
+enum Field {
+    Header,
+    Cookie,
+    Query,
+}
+
+impl Field {
+    fn key(self) -> &'static str {
+        match self {
+            Field::Header => "header",
+            Field::Cookie => "cookie",
+            Field::Query => "query",
+        }
+    }
+}
+
 fn compile_string_condition(
     path: &str,
-    kind: &str,
+    kind: Field,
     raw: RawStringCondition,
 ) -> Result<Condition, Vec<ConfigError>> {
     let mut errors = Vec::new();
     let name = match kind {
-        "header" => {
+        Field::Header => {
             let lower = raw.name.to_ascii_lowercase();
             if !is_header_name(&raw.name) && !PSEUDO_HEADERS.contains(&lower.as_str()) {
                 errors.push(ConfigError::new(
                     format!("{path}.name"),
-                    format!("{:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only, or one of {})", raw.name, PSEUDO_HEADERS.join(", ")),
+                    format!(
+                        "{}, or one of {})",
+                        bad_header_name(&raw.name).trim_end_matches(')'),
+                        PSEUDO_HEADERS.join(", ")
+                    ),
                 ));
             }
             lower
         }
-        "cookie" => {
+        Field::Cookie => {
             if !is_cookie_name(&raw.name) {
                 errors.push(ConfigError::new(
                     format!("{path}.name"),
-                    format!("{:?} is not a valid cookie name (RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~ only)", raw.name),
+                    bad_cookie_name(&raw.name),
                 ));
             }
             raw.name.clone()
         }
-        _ => {
+        Field::Query => {
             if raw.name.is_empty() {
                 errors.push(ConfigError::new(
                     format!("{path}.name"),
@@ -363,9 +385,9 @@ fn compile_string_condition(
     };
     match matcher {
         Some(matcher) if errors.is_empty() => Ok(match kind {
-            "header" => Condition::Header { name, matcher },
-            "cookie" => Condition::Cookie { name, matcher },
-            _ => Condition::Query { name, matcher },
+            Field::Header => Condition::Header { name, matcher },
+            Field::Cookie => Condition::Cookie { name, matcher },
+            Field::Query => Condition::Query { name, matcher },
         }),
         _ => Err(errors),
     }
@@ -415,7 +437,7 @@ fn compile_bucket(path: &str, raw: RawBucket) -> Result<(Bucket, bool), Vec<Conf
             if !is_cookie_name(&cookie) {
                 errors.push(ConfigError::new(
                     format!("{path}.cookie"),
-                    format!("{cookie:?} is not a valid cookie name (RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~ only)"),
+                    bad_cookie_name(&cookie),
                 ));
             }
             Some(BucketKey::Cookie(cookie))
@@ -424,7 +446,7 @@ fn compile_bucket(path: &str, raw: RawBucket) -> Result<(Bucket, bool), Vec<Conf
             if !is_header_name(&header) {
                 errors.push(ConfigError::new(
                     format!("{path}.header"),
-                    format!("{header:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"),
+                    bad_header_name(&header),
                 ));
             }
             if raw.assign_cookie {
@@ -521,13 +543,20 @@ fn check_feature(flag: &str, earlier: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+const TOKEN_CHARS: &str = "letters, digits and !#$%&'*+-.^_`|~ only";
+
+fn bad_header_name(name: &str) -> String {
+    format!("{name:?} is not a valid HTTP header name ({TOKEN_CHARS})")
+}
+
+fn bad_cookie_name(name: &str) -> String {
+    format!("{name:?} is not a valid cookie name (RFC 6265 token: {TOKEN_CHARS})")
+}
+
 fn output_header(path: &str, name: &str, errors: &mut Vec<ConfigError>) -> String {
     let lower = name.to_ascii_lowercase();
     if !is_header_name(name) {
-        errors.push(ConfigError::new(
-            path,
-            format!("{name:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"),
-        ));
+        errors.push(ConfigError::new(path, bad_header_name(name)));
     } else if RESERVED_OUTPUT_HEADERS.contains(&lower.as_str()) {
         errors.push(ConfigError::new(
             path,
