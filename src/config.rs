@@ -324,8 +324,8 @@ fn compile_string_condition(
                 errors.push(ConfigError::new(
                     format!("{path}.name"),
                     format!(
-                        "{}, or one of {})",
-                        bad_header_name(&raw.name).trim_end_matches(')'),
+                        "{:?} is not a valid HTTP header name ({TOKEN_CHARS}, or one of {})",
+                        raw.name,
                         PSEUDO_HEADERS.join(", ")
                     ),
                 ));
