@@ -53,14 +53,10 @@ def shipped_stats_tags() -> list[dict]:
 # Upstreams
 
 
-@dataclass
-class Received:
-    """One request as an upstream received it."""
+class HasHeaders:
+    """Case-insensitive lookups over a `headers` list of (name, value)."""
 
-    method: str
-    path: str
     headers: list[tuple[str, str]]
-    body: bytes
 
     def header(self, name: str) -> str | None:
         values = self.header_all(name)
@@ -68,6 +64,16 @@ class Received:
 
     def header_all(self, name: str) -> list[str]:
         return [v for n, v in self.headers if n.lower() == name.lower()]
+
+
+@dataclass
+class Received(HasHeaders):
+    """One request as an upstream received it."""
+
+    method: str
+    path: str
+    headers: list[tuple[str, str]]
+    body: bytes
 
 
 # A responder turns a received request into (status, headers, body).
@@ -285,17 +291,10 @@ class EnvoyExited(Exception):
 
 
 @dataclass
-class Response:
+class Response(HasHeaders):
     status: int
     headers: list[tuple[str, str]]
     body: bytes
-
-    def header(self, name: str) -> str | None:
-        values = self.header_all(name)
-        return values[0] if values else None
-
-    def header_all(self, name: str) -> list[str]:
-        return [v for n, v in self.headers if n.lower() == name.lower()]
 
     def json(self):
         return json.loads(self.body)
