@@ -26,16 +26,9 @@ pub struct Matcher {
 }
 
 impl Matcher {
-    /// `pattern`s of `Exact`..`Contains` must already be lowercased when `ignore_case` is set;
-    /// `config` builds matchers through [`Matcher::new`], which does that.
+    /// `ignore_case` folds ASCII letters on both sides when comparing; a regex gets it as
+    /// its own `i` flag when `config` compiles it.
     pub fn new(kind: StringMatch, ignore_case: bool) -> Self {
-        let kind = match (kind, ignore_case) {
-            (StringMatch::Exact(p), true) => StringMatch::Exact(p.to_ascii_lowercase()),
-            (StringMatch::Prefix(p), true) => StringMatch::Prefix(p.to_ascii_lowercase()),
-            (StringMatch::Suffix(p), true) => StringMatch::Suffix(p.to_ascii_lowercase()),
-            (StringMatch::Contains(p), true) => StringMatch::Contains(p.to_ascii_lowercase()),
-            (kind, _) => kind,
-        };
         Matcher { kind, ignore_case }
     }
 

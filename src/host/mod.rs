@@ -9,7 +9,7 @@ use proxy_wasm::types::LogLevel;
 
 proxy_wasm::main! {{
     // Also installs a panic hook that logs the panic at critical level, so a trap (which
-    // clippy's lints and the fuzzers are there to prevent) is diagnosable from Envoy's log.
+    // the clippy lints in Cargo.toml are there to prevent) is diagnosable from Envoy's log.
     // Info until on_configure reads the host's level; see `root::follow_host_log_level`.
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| Box::new(root::Root::default()));
