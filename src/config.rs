@@ -17,6 +17,8 @@ use crate::bucket;
 use crate::classify::{Bucket, BucketKey, Class, ClassId, Classification, Condition, Rule};
 use crate::config_error::{ConfigError, ConfigErrors};
 use crate::http_syntax::{is_cookie_name, is_header_name, is_safe_header_value, PSEUDO_HEADERS};
+use crate::mirror_config::{compile_mirror, ClassificationFacts, RawMirror};
+use crate::mirror_policy::Mirror;
 use crate::string_match::{Matcher, StringMatch};
 
 pub const DEFAULT_CLASS_HEADER: &str = "x-user-class";
@@ -47,13 +49,15 @@ const RESERVED_OUTPUT_HEADERS: [&str; 12] = [
 #[derive(Debug, Clone)]
 pub struct Config {
     pub classification: Classification,
+    /// `None` when the config has no `mirror` section: nothing is mirrored.
+    pub mirror: Option<Mirror>,
 }
 
 /// A JSON object holding `T`. serde's derived structs also accept a JSON array and fill the
 /// fields by position, so `"cookie": ["type", "insider"]` would silently mean name and exact.
 /// Every struct of the config goes through this so only objects are accepted.
 #[derive(Default)]
-struct Object<T>(T);
+pub(crate) struct Object<T>(pub T);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -76,6 +80,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
 struct RawConfig {
     #[serde(default)]
     classification: Object<RawClassification>,
+    mirror: Option<Object<RawMirror>>,
 }
 
 #[derive(Deserialize)]
@@ -148,8 +153,19 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
     };
     let mut errors = Vec::new();
     let classification = compile_classification(raw.classification.0, &mut errors);
+    let mirror = raw.mirror.map(|Object(m)| {
+        let facts = ClassificationFacts {
+            classes: &classification.classes,
+            class_header: &classification.header,
+            features_header: &classification.features_header,
+        };
+        compile_mirror(m, &facts, &mut errors)
+    });
     if errors.is_empty() {
-        Ok(Config { classification })
+        Ok(Config {
+            classification,
+            mirror,
+        })
     } else {
         Err(ConfigErrors(errors))
     }
@@ -545,11 +561,11 @@ fn check_feature(flag: &str, earlier: &[String]) -> Result<(), String> {
 
 const TOKEN_CHARS: &str = "letters, digits and !#$%&'*+-.^_`|~ only";
 
-fn bad_header_name(name: &str) -> String {
+pub(crate) fn bad_header_name(name: &str) -> String {
     format!("{name:?} is not a valid HTTP header name ({TOKEN_CHARS})")
 }
 
-fn bad_cookie_name(name: &str) -> String {
+pub(crate) fn bad_cookie_name(name: &str) -> String {
     format!("{name:?} is not a valid cookie name (RFC 6265 token: {TOKEN_CHARS})")
 }
 
@@ -667,7 +683,7 @@ mod tests {
             (r#"{"classification": [[]]}"#.into(), vec![
                 "classification: invalid type: sequence, expected a JSON object at line 1 column 19".into()]),
             (r#"{"clasification": {}}"#.into(), vec![
-                "clasification: unknown field `clasification`, expected `classification` at line 1 column 16".into()]),
+                "clasification: unknown field `clasification`, expected `classification` or `mirror` at line 1 column 16".into()]),
             (r#"{"classification": {"rules": [{"class": "b", "cookie": {"name": "t", "exat": "x"}}]}}"#.into(), vec![
                 "classification.rules[0].cookie.exat: unknown field `exat`, expected one of `name`, `exact`, `prefix`, `suffix`, `contains`, `regex`, `present`, `ignore_case` at line 1 column 75".into()]),
             (r#"{"classification": {"trust_incoming_header": "yes"}}"#.into(), vec![

@@ -1,5 +1,5 @@
 //! progressive-delivery: a Proxy-Wasm filter that classifies users into classes for
-//! canary routing.
+//! canary routing, mirrors idempotent requests to the canary and compares its answers.
 //!
 //! Everything but `host` is pure logic with no `proxy_wasm` import, so it is tested natively
 //! and under `wasm-bindgen-test` on `wasm32-unknown-unknown`. `host` translates proxy-wasm
@@ -7,12 +7,18 @@
 
 pub mod bucket;
 pub mod classify;
+pub mod compare;
 pub mod config;
 pub mod config_error;
 pub mod cookie;
 pub mod http_syntax;
+pub mod json_diff;
 pub mod metric_names;
+pub mod mirror_config;
+pub mod mirror_policy;
+pub mod pending;
 pub mod query;
+pub mod rate_limit;
 pub mod string_match;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]

@@ -6,9 +6,17 @@
 //! into `NAME{KEY="VALUE"}` on `/stats/prometheus`.
 
 pub const REQUESTS_TOTAL: &str = "progressive_delivery_requests_total";
+pub const MIRROR_TOTAL: &str = "progressive_delivery_mirror_total";
+pub const COMPARISONS_TOTAL: &str = "progressive_delivery_comparisons_total";
+pub const PRIMARY_DURATION_MS: &str = "progressive_delivery_primary_duration_ms";
+pub const MIRROR_DURATION_MS: &str = "progressive_delivery_mirror_duration_ms";
 
 /// The label that carries the user class.
 pub const USER_CLASS: &str = "user_class";
+/// The label of `MIRROR_TOTAL`: why a request was or was not mirrored.
+pub const DECISION: &str = "decision";
+/// The label of `COMPARISONS_TOTAL`: how the canary's answer compared.
+pub const RESULT: &str = "result";
 
 /// One tagged counter name, e.g. `progressive_delivery_requests_total.user_class=.=beta;.;`.
 pub fn tagged(name: &str, tags: &[(&str, &str)]) -> String {
@@ -28,6 +36,21 @@ pub fn requests_total(class: &str) -> String {
     tagged(REQUESTS_TOTAL, &[(USER_CLASS, class)])
 }
 
+/// Mirror decisions per class and decision.
+pub fn mirror_total(class: &str, decision: &str) -> String {
+    tagged(MIRROR_TOTAL, &[(USER_CLASS, class), (DECISION, decision)])
+}
+
+/// Comparison results per class and result.
+pub fn comparisons_total(class: &str, result: &str) -> String {
+    tagged(COMPARISONS_TOTAL, &[(USER_CLASS, class), (RESULT, result)])
+}
+
+/// A per-class histogram.
+pub fn per_class(name: &str, class: &str) -> String {
+    tagged(name, &[(USER_CLASS, class)])
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
@@ -42,5 +65,17 @@ mod tests {
             "progressive_delivery_requests_total.user_class=.=beta;.;"
         );
         assert_eq!(tagged("m", &[("a", "1"), ("b", "2")]), "m.a=.=1;.;b=.=2;.;");
+        assert_eq!(
+            mirror_total("stable", "mirrored"),
+            "progressive_delivery_mirror_total.user_class=.=stable;.;decision=.=mirrored;.;"
+        );
+        assert_eq!(
+            comparisons_total("beta", "match"),
+            "progressive_delivery_comparisons_total.user_class=.=beta;.;result=.=match;.;"
+        );
+        assert_eq!(
+            per_class(MIRROR_DURATION_MS, "beta"),
+            "progressive_delivery_mirror_duration_ms.user_class=.=beta;.;"
+        );
     }
 }

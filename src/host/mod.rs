@@ -3,6 +3,7 @@
 //! costs a feature on one request, never the request.
 
 mod http;
+mod mirror;
 mod root;
 
 use proxy_wasm::types::LogLevel;

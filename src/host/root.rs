@@ -10,6 +10,7 @@ use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MetricType};
 
 use super::http::Http;
+use super::mirror::Runtime;
 use crate::config::{self, Config};
 use crate::metric_names;
 
@@ -21,6 +22,8 @@ pub struct Plugin {
     pub requests_total: Vec<Option<u32>>,
     /// So a host without `clear_route_cache` is reported once per VM, not per request.
     pub route_cache_warned: Cell<bool>,
+    /// `None` without a `mirror` section.
+    pub mirror: Option<Runtime>,
 }
 
 /// Filters log lines in the plugin at the level Envoy logs the `wasm` component, so a `debug!`
@@ -35,9 +38,39 @@ fn follow_host_log_level() {
 #[derive(Default)]
 pub struct Root {
     plugin: Option<Rc<Plugin>>,
+    /// This VM's mirror queue, registered on the first configuration that mirrors.
+    queue_id: Option<u32>,
+    generation: u32,
 }
 
-impl Context for Root {}
+/// Queue names are per VM id, and every worker's VM has the same one: a random part keeps
+/// each worker's root context on its own queue.
+fn register_queue() -> Option<u32> {
+    let mut bytes = [0u8; 8];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        error!("no randomness for the mirror queue name: {e}");
+        return None;
+    }
+    let suffix: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let name = format!("progressive-delivery.mirror.{suffix}");
+    hostcalls::register_shared_queue(&name)
+        .map_err(|status| error!("cannot register the mirror queue {name}: {status:?}"))
+        .ok()
+}
+
+impl Context for Root {
+    fn on_http_call_response(
+        &mut self,
+        token_id: u32,
+        _num_headers: usize,
+        body_size: usize,
+        _num_trailers: usize,
+    ) {
+        if let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) {
+            m.on_http_call_response(token_id, body_size);
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
@@ -49,7 +82,7 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let config = match config::parse(&bytes) {
+        let mut config = match config::parse(&bytes) {
             Ok(c) => c,
             Err(errors) => {
                 for e in errors.iter() {
@@ -69,8 +102,36 @@ impl RootContext for Root {
                     .ok()
             })
             .collect();
+        // The runtime owns the mirror settings from here on.
+        let mirror_config = config.mirror.take();
+        let summary = mirror_config.as_ref().map_or(String::new(), |m| {
+            format!(
+                ", mirroring to cluster {:?} ({}% of eligible requests)",
+                m.cluster,
+                f64::from(m.basis_points) / 100.0
+            )
+        });
+        let mirror = match mirror_config {
+            None => None,
+            Some(m) => {
+                if self.queue_id.is_none() {
+                    self.queue_id = register_queue();
+                }
+                let Some(queue_id) = self.queue_id else {
+                    error!("invalid configuration: mirror: cannot work without a shared queue");
+                    return false;
+                };
+                self.generation = self.generation.wrapping_add(1);
+                let runtime =
+                    Runtime::new(m, &config.classification.classes, queue_id, self.generation);
+                if let Err(status) = hostcalls::set_tick_period(runtime.tick_period()) {
+                    warn!("cannot set the tick period ({status:?}); late mirrors wait for Envoy's timeout");
+                }
+                Some(runtime)
+            }
+        };
         info!(
-            "configured: {} rules, classes [{}]",
+            "configured: {} rules, classes [{}]{}",
             config.classification.rules.len(),
             config
                 .classification
@@ -78,18 +139,32 @@ impl RootContext for Root {
                 .iter()
                 .map(|c| c.name.as_str())
                 .collect::<Vec<_>>()
-                .join(", ")
+                .join(", "),
+            summary
         );
         self.plugin = Some(Rc::new(Plugin {
             config,
             requests_total,
             route_cache_warned: Cell::new(false),
+            mirror,
         }));
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Http::new(self.plugin.clone())))
+    }
+
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) {
+            m.on_queue_ready(queue_id);
+        }
+    }
+
+    fn on_tick(&mut self) {
+        if let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) {
+            m.on_tick();
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {

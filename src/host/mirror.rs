@@ -1,0 +1,503 @@
+//! The mirror runtime of one worker's VM: the pending store, the callouts to the canary, the
+//! comparison when both answers are in, and the mirror metrics.
+//!
+//! A callout made from a stream context loses its reply when the primary finishes first
+//! (shared/envoy-host-facts.md). So a stream only prepares the copy and puts its id on this
+//! VM's shared queue; the root context dispatches it from `on_queue_ready`, and its
+//! `on_http_call_response` sees every reply, whenever it comes.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::time::{Duration, UNIX_EPOCH};
+
+use log::{debug, info, warn};
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, MetricType};
+
+use crate::classify::{Class, ClassId};
+use crate::compare::{self, Answer, BodyCapture, Outcome, Verdict};
+use crate::metric_names;
+use crate::mirror_policy::{Decision, Mirror};
+use crate::pending::{EntryId, Pending};
+use crate::rate_limit::LogLimiter;
+
+/// Mismatch lines per worker: a burst of 10, then one a second.
+const LOG_BURST: u32 = 10;
+const LOG_PER_SECOND: u32 = 1;
+/// Longest path quoted in a log line.
+const LOG_PATH_MAX: usize = 200;
+
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The primary's side of a pending mirror.
+enum Primary {
+    Waiting,
+    Done {
+        answer: Answer,
+        duration_ms: u64,
+    },
+    /// The response did not complete (client gone, stream reset) or came too early to observe.
+    Incomplete,
+}
+
+/// Headers and body of the copy.
+type Copy = (Vec<(String, String)>, Vec<u8>);
+
+struct Entry {
+    class: ClassId,
+    method: String,
+    path: String,
+    /// The copy, until it is dispatched.
+    copy: Option<Copy>,
+    /// When the request was complete: the primary's duration runs from here.
+    started_ms: u64,
+    /// When the copy was dispatched: the canary's duration runs from here.
+    dispatched_ms: u64,
+    primary: Primary,
+    canary: Option<Result<Answer, Verdict>>,
+}
+
+/// What a stream hands over when its request is complete and may be mirrored.
+pub struct Job {
+    pub class: ClassId,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+struct State {
+    pending: Pending<Entry>,
+    /// Callout token to entry.
+    tokens: HashMap<u32, EntryId>,
+    log_limiter: LogLimiter,
+}
+
+struct Metrics {
+    /// `[class][decision]`, flattened.
+    decisions: Vec<Option<u32>>,
+    /// `[class][outcome]`, flattened.
+    results: Vec<Option<u32>>,
+    primary_ms: Vec<Option<u32>>,
+    mirror_ms: Vec<Option<u32>>,
+}
+
+pub struct Runtime {
+    mirror: Mirror,
+    class_names: Vec<String>,
+    queue_id: u32,
+    /// Tells this configuration's queue items from an older one's after a reload.
+    generation: u32,
+    metrics: Metrics,
+    state: RefCell<State>,
+}
+
+fn define(kind: MetricType, name: String) -> Option<u32> {
+    hostcalls::define_metric(kind, &name)
+        .map_err(|status| warn!("cannot define metric {name}: {status:?}"))
+        .ok()
+}
+
+fn increment(id: Option<&Option<u32>>) {
+    if let Some(Some(id)) = id {
+        if let Err(status) = hostcalls::increment_metric(*id, 1) {
+            debug!("increment_metric failed: {status:?}");
+        }
+    }
+}
+
+fn record(id: Option<&Option<u32>>, value: u64) {
+    if let Some(Some(id)) = id {
+        if let Err(status) = hostcalls::record_metric(*id, value) {
+            debug!("record_metric failed: {status:?}");
+        }
+    }
+}
+
+impl Runtime {
+    pub fn new(mirror: Mirror, classes: &[Class], queue_id: u32, generation: u32) -> Runtime {
+        let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
+        let mut metrics = Metrics {
+            decisions: Vec::new(),
+            results: Vec::new(),
+            primary_ms: Vec::new(),
+            mirror_ms: Vec::new(),
+        };
+        // Every series exists from the start at 0, so rate() and ratios work from the
+        // first scrape instead of from the first event.
+        for class in &class_names {
+            for d in Decision::ALL {
+                let name = metric_names::mirror_total(class, d.as_str());
+                metrics.decisions.push(define(MetricType::Counter, name));
+            }
+            for o in Outcome::ALL {
+                let name = metric_names::comparisons_total(class, o.as_str());
+                metrics.results.push(define(MetricType::Counter, name));
+            }
+            let name = metric_names::per_class(metric_names::PRIMARY_DURATION_MS, class);
+            metrics.primary_ms.push(define(MetricType::Histogram, name));
+            let name = metric_names::per_class(metric_names::MIRROR_DURATION_MS, class);
+            metrics.mirror_ms.push(define(MetricType::Histogram, name));
+        }
+        let state = State {
+            pending: Pending::new(mirror.max_in_flight),
+            tokens: HashMap::new(),
+            log_limiter: LogLimiter::new(LOG_BURST, LOG_PER_SECOND),
+        };
+        Runtime {
+            mirror,
+            class_names,
+            queue_id,
+            generation,
+            metrics,
+            state: RefCell::new(state),
+        }
+    }
+
+    pub fn config(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_millis(u64::from((self.mirror.timeout_ms / 4).clamp(50, 1000)))
+    }
+
+    pub fn count(&self, class: ClassId, decision: Decision) {
+        let i = class * Decision::ALL.len() + decision.index();
+        increment(self.metrics.decisions.get(i));
+    }
+
+    fn count_result(&self, class: ClassId, outcome: Outcome) {
+        let i = class * Outcome::ALL.len() + outcome.index();
+        increment(self.metrics.results.get(i));
+    }
+
+    /// Every borrow is short and none spans a callback into the plugin, so a failure here
+    /// is a bug: it costs the mirror, not the request.
+    fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> Option<R> {
+        match self.state.try_borrow_mut() {
+            Ok(mut s) => Some(f(&mut s)),
+            Err(_) => {
+                warn!("mirror state busy; mirror dropped");
+                None
+            }
+        }
+    }
+
+    /// Takes a slot for a complete request and queues its copy for the root context.
+    /// Counts the decision itself when the request cannot be mirrored (`None`).
+    pub fn submit(&self, job: Job) -> Option<EntryId> {
+        let class = job.class;
+        let submitted = self.try_submit(job);
+        if let Err(decision) = submitted {
+            self.count(class, decision);
+            if decision == Decision::DispatchFailed {
+                self.count_result(class, Outcome::MirrorError);
+            }
+        }
+        submitted.ok()
+    }
+
+    fn try_submit(&self, job: Job) -> Result<EntryId, Decision> {
+        let now = now_ms();
+        let class = job.class;
+        // The SDK's callout takes text headers; a copy that cannot carry the request's bytes
+        // as they are is not sent at all.
+        let mut headers = Vec::with_capacity(job.headers.len());
+        for (name, value) in job.headers {
+            match String::from_utf8(value) {
+                Ok(v) => headers.push((name, v)),
+                Err(_) => {
+                    debug!("not mirrored: header {name} is not UTF-8");
+                    return Err(Decision::DispatchFailed);
+                }
+            }
+        }
+        let entry = Entry {
+            class,
+            method: job.method,
+            path: job.path,
+            copy: Some((headers, job.body)),
+            started_ms: now,
+            dispatched_ms: now,
+            primary: Primary::Waiting,
+            canary: None,
+        };
+        let deadline = now.saturating_add(u64::from(self.mirror.timeout_ms));
+        let id = self
+            .with_state(|s| s.pending.insert(entry, deadline).ok())
+            .flatten()
+            .ok_or(Decision::Overloaded)?;
+        let mut message = [0u8; 12];
+        for (dst, src) in message.iter_mut().zip(
+            self.generation
+                .to_le_bytes()
+                .iter()
+                .chain(id.to_le_bytes().iter()),
+        ) {
+            *dst = *src;
+        }
+        if let Err(status) = hostcalls::enqueue_shared_queue(self.queue_id, Some(&message)) {
+            warn!("cannot queue a mirror: {status:?}");
+            self.with_state(|s| s.pending.remove(id));
+            return Err(Decision::DispatchFailed);
+        }
+        Ok(id)
+    }
+
+    /// Root context: dispatches every queued copy.
+    pub fn on_queue_ready(&self, queue_id: u32) {
+        if queue_id != self.queue_id {
+            return;
+        }
+        loop {
+            match hostcalls::dequeue_shared_queue(queue_id) {
+                Ok(Some(message)) => {
+                    let generation = message.get(..4).and_then(|b| b.try_into().ok());
+                    let id = message.get(4..12).and_then(|b| b.try_into().ok());
+                    if let (Some(g), Some(id)) = (generation, id) {
+                        if u32::from_le_bytes(g) == self.generation {
+                            self.dispatch(u64::from_le_bytes(id));
+                        }
+                    }
+                }
+                Ok(None) => return,
+                Err(status) => {
+                    debug!("dequeue failed: {status:?}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn dispatch(&self, id: EntryId) {
+        let Some(Some((class, (headers, body)))) = self.with_state(|s| {
+            let e = s.pending.get_mut(id)?;
+            Some((e.class, e.copy.take()?))
+        }) else {
+            return;
+        };
+        let header_refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let result = hostcalls::dispatch_http_call(
+            &self.mirror.cluster,
+            header_refs,
+            (!body.is_empty()).then_some(body.as_slice()),
+            Vec::new(),
+            Duration::from_millis(u64::from(self.mirror.timeout_ms)),
+        );
+        match result {
+            Ok(token) => {
+                self.count(class, Decision::Mirrored);
+                self.with_state(|s| {
+                    s.tokens.insert(token, id);
+                    if let Some(e) = s.pending.get_mut(id) {
+                        e.dispatched_ms = now_ms();
+                    }
+                });
+            }
+            Err(status) => {
+                self.count(class, Decision::DispatchFailed);
+                let detail = format!(
+                    "Envoy refused the callout to cluster {:?} ({status:?}); is the cluster defined?",
+                    self.mirror.cluster
+                );
+                self.canary_answered(id, Err(Verdict::new(Outcome::MirrorError, detail)));
+            }
+        }
+    }
+
+    /// Root context: the canary's reply (or Envoy's stand-in for it).
+    pub fn on_http_call_response(&self, token: u32, body_size: usize) {
+        let Some(Some((id, class, started))) = self.with_state(|s| {
+            let id = s.tokens.remove(&token)?;
+            let e = s.pending.get_mut(id)?;
+            Some((id, e.class, e.dispatched_ms))
+        }) else {
+            return;
+        };
+        let headers =
+            hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
+        let reply = match compare::canary_failure(&headers) {
+            Some(mut failure) => {
+                if failure.outcome == Outcome::MirrorTimeout {
+                    failure.detail = format!(
+                        "no answer from cluster {:?} within {} ms",
+                        self.mirror.cluster, self.mirror.timeout_ms
+                    );
+                }
+                Err(failure)
+            }
+            None => {
+                record(
+                    self.metrics.mirror_ms.get(class),
+                    now_ms().saturating_sub(started),
+                );
+                let mut capture = BodyCapture::new(&self.mirror.compare);
+                if capture.wants_bytes() && body_size <= self.mirror.compare.max_body_bytes {
+                    match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
+                        Ok(bytes) => capture.push(&bytes.unwrap_or_default()),
+                        Err(status) => {
+                            debug!("cannot read the canary's body: {status:?}");
+                            capture.skip(body_size);
+                        }
+                    }
+                } else {
+                    capture.skip(body_size);
+                }
+                Ok(Answer::from_headers(
+                    &self.mirror.compare,
+                    &headers,
+                    capture.finish(),
+                ))
+            }
+        };
+        self.canary_answered(id, reply);
+    }
+
+    fn canary_answered(&self, id: EntryId, reply: Result<Answer, Verdict>) {
+        let done = self
+            .with_state(|s| {
+                let e = s.pending.get_mut(id)?;
+                e.canary = Some(reply);
+                match e.primary {
+                    Primary::Waiting => None,
+                    _ => s.pending.remove(id),
+                }
+            })
+            .flatten();
+        if let Some(entry) = done {
+            self.conclude(entry);
+        }
+    }
+
+    /// Stream context: the primary's response is complete (`Some`) or will not be (`None`).
+    pub fn primary_answered(&self, id: EntryId, answer: Option<Answer>) {
+        let now = now_ms();
+        let done = self
+            .with_state(|s| {
+                let e = s.pending.get_mut(id)?;
+                if !matches!(e.primary, Primary::Waiting) {
+                    return None;
+                }
+                e.primary = match answer {
+                    Some(answer) => Primary::Done {
+                        answer,
+                        duration_ms: now.saturating_sub(e.started_ms),
+                    },
+                    None => Primary::Incomplete,
+                };
+                e.canary.as_ref()?;
+                s.pending.remove(id)
+            })
+            .flatten();
+        if let Some(entry) = done {
+            self.conclude(entry);
+        }
+    }
+
+    /// Root context, on each tick: what is still pending at its deadline is decided now.
+    pub fn on_tick(&self) {
+        let expired = self
+            .with_state(|s| {
+                let due = s.pending.expire(now_ms());
+                if !due.is_empty() {
+                    let gone: Vec<EntryId> = due.iter().map(|(id, _)| *id).collect();
+                    s.tokens.retain(|_, id| !gone.contains(id));
+                }
+                due
+            })
+            .unwrap_or_default();
+        for (_, mut entry) in expired {
+            if entry.canary.is_none() {
+                entry.canary = Some(Err(Verdict::new(
+                    Outcome::MirrorTimeout,
+                    format!(
+                        "no answer from cluster {:?} within {} ms",
+                        self.mirror.cluster, self.mirror.timeout_ms
+                    ),
+                )));
+            } else if matches!(entry.primary, Primary::Waiting) {
+                entry.primary = Primary::Incomplete;
+            }
+            self.conclude(entry);
+        }
+    }
+
+    fn conclude(&self, entry: Entry) {
+        let verdict = match (&entry.primary, &entry.canary) {
+            (_, Some(Err(failure))) => failure.clone(),
+            (Primary::Done { answer, .. }, Some(Ok(canary))) => {
+                compare::compare(&self.mirror.compare, answer, canary)
+            }
+            _ => Verdict::new(
+                Outcome::Skipped,
+                "the primary's response did not complete in time to compare",
+            ),
+        };
+        if let Primary::Done { duration_ms, .. } = entry.primary {
+            record(self.metrics.primary_ms.get(entry.class), duration_ms);
+        }
+        self.count_result(entry.class, verdict.outcome);
+        let what = match verdict.outcome {
+            Outcome::Match => return,
+            Outcome::Skipped => {
+                debug!(
+                    "mirror skipped: {} {} class={}: {}",
+                    entry.method,
+                    entry.path,
+                    self.class_name(entry.class),
+                    verdict.detail
+                );
+                return;
+            }
+            Outcome::MirrorError | Outcome::MirrorTimeout => "mirror failed",
+            _ => "mirror mismatch",
+        };
+        let Some(suppressed) = self.with_state(|s| s.log_limiter.allow(now_ms())).flatten() else {
+            return;
+        };
+        let suppressed = if suppressed > 0 {
+            format!(" ({suppressed} earlier lines suppressed)")
+        } else {
+            String::new()
+        };
+        info!(
+            "{what}: {} {} class={} result={}: {}{suppressed}",
+            entry.method,
+            entry.path,
+            self.class_name(entry.class),
+            verdict.outcome.as_str(),
+            verdict.detail
+        );
+    }
+
+    fn class_name(&self, class: ClassId) -> &str {
+        self.class_names.get(class).map_or("?", String::as_str)
+    }
+}
+
+/// A path for a log line: lossy UTF-8, control characters escaped, cut at 200 characters.
+pub fn printable_path(path: &[u8]) -> String {
+    let text = String::from_utf8_lossy(path);
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i >= LOG_PATH_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}

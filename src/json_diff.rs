@@ -1,0 +1,463 @@
+//! Structural comparison of a primary's and a canary's JSON response bodies.
+//!
+//! Reports only the first difference, so a mismatch log line stays short and two runs over
+//! the same bodies name the same place: object keys are walked in sorted byte order, never
+//! in the order either side happened to send them. Fields that legitimately differ between
+//! the two (timestamps, request ids) are skipped by `compare.ignore` patterns.
+//!
+//! A pattern is an RFC 6901 JSON Pointer in which a segment `*` matches any one array index
+//! or object key. So a literal key named `*` cannot be addressed exactly: `/*` also ignores
+//! every other key at that level. RFC 6901 has no escape for `*`, and a key of that name is
+//! rare enough not to warrant a syntax of our own.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde_json::{Number, Value};
+
+/// Deeper than serde_json's own parser limit (128), so real bodies never reach it; it only
+/// bounds the recursion for values built some other way.
+const MAX_DEPTH: usize = 256;
+
+/// Rendered values are cut so one huge field cannot flood the log line.
+const MAX_RENDERED_BYTES: usize = 80;
+
+const ABSENT: &str = "(absent)";
+
+/// A JSON Pointer (RFC 6901) from config `compare.ignore`, where a segment `*` matches any
+/// array index or object key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnorePattern {
+    text: String,
+    segments: Vec<PatternSegment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PatternSegment {
+    Any,
+    Exact(String),
+}
+
+impl IgnorePattern {
+    /// Errors are a message without the field path, which the caller prefixes.
+    pub fn parse(pointer: &str) -> Result<IgnorePattern, String> {
+        if pointer.is_empty() {
+            return Err(format!(
+                "{pointer:?} would ignore the whole body; use compare.body \"none\" to skip body comparison"
+            ));
+        }
+        let Some(rest) = pointer.strip_prefix('/') else {
+            return Err(format!(
+                "{pointer:?} is not a JSON Pointer: it must start with '/' (e.g. {:?})",
+                format!("/{pointer}")
+            ));
+        };
+        let segments = rest
+            .split('/')
+            .map(|raw| match raw {
+                "*" => Some(PatternSegment::Any),
+                _ => unescape(raw).map(PatternSegment::Exact),
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| {
+                format!(
+                    "{pointer:?} has an invalid escape: '~' must be followed by 0 ('~') or 1 ('/')"
+                )
+            })?;
+        Ok(IgnorePattern {
+            text: pointer.to_string(),
+            segments,
+        })
+    }
+
+    /// The pattern as written in the config.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    fn matches(&self, path: &[PathSegment<'_>]) -> bool {
+        self.segments.len() == path.len()
+            && self.segments.iter().zip(path).all(|(p, s)| match p {
+                PatternSegment::Any => true,
+                PatternSegment::Exact(want) => s.is(want),
+            })
+    }
+}
+
+fn unescape(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '~' => match chars.next() {
+                Some('0') => out.push('~'),
+                Some('1') => out.push('/'),
+                _ => return None,
+            },
+            _ => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// The first place where the two bodies differ, ready for a log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// Escaped per RFC 6901; the root is `/`.
+    pub pointer: String,
+    /// Compact JSON, cut to 80 bytes, or `(absent)`.
+    pub primary: String,
+    /// As `primary`.
+    pub canary: String,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} vs {}", self.pointer, self.primary, self.canary)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum PathSegment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+impl PathSegment<'_> {
+    fn is(&self, want: &str) -> bool {
+        match self {
+            PathSegment::Key(k) => *k == want,
+            // Decimal text, so "01" or "+1" in a pattern never address index 1.
+            PathSegment::Index(i) => i.to_string() == want,
+        }
+    }
+}
+
+/// The first difference between the two bodies, skipping whatever `ignore` matches.
+pub fn first_difference(
+    primary: &Value,
+    canary: &Value,
+    ignore: &[IgnorePattern],
+) -> Option<Difference> {
+    let mut path = Vec::new();
+    walk(Some(primary), Some(canary), ignore, &mut path)
+}
+
+fn walk<'a>(
+    primary: Option<&'a Value>,
+    canary: Option<&'a Value>,
+    ignore: &[IgnorePattern],
+    path: &mut Vec<PathSegment<'a>>,
+) -> Option<Difference> {
+    if ignore.iter().any(|p| p.matches(path)) {
+        return None;
+    }
+    let (a, b) = match (primary, canary) {
+        (Some(a), Some(b)) => (a, b),
+        (None, None) => return None,
+        _ => return Some(difference(path, primary, canary)),
+    };
+    if path.len() > MAX_DEPTH {
+        return (a != b).then(|| difference(path, primary, canary));
+    }
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&'a str> = x.keys().chain(y.keys()).map(String::as_str).collect();
+            keys.into_iter().find_map(|k| {
+                path.push(PathSegment::Key(k));
+                let d = walk(x.get(k), y.get(k), ignore, path);
+                path.pop();
+                d
+            })
+        }
+        (Value::Array(x), Value::Array(y)) => (0..x.len().max(y.len())).find_map(|i| {
+            path.push(PathSegment::Index(i));
+            let d = walk(x.get(i), y.get(i), ignore, path);
+            path.pop();
+            d
+        }),
+        (Value::Number(x), Value::Number(y)) => {
+            (!numbers_equal(x, y)).then(|| difference(path, primary, canary))
+        }
+        _ => (a != b).then(|| difference(path, primary, canary)),
+    }
+}
+
+/// Integers compare exactly, since two ids past 2^53 can differ yet round to the same f64;
+/// anything else compares as f64, so `1` equals `1.0`.
+fn numbers_equal(a: &Number, b: &Number) -> bool {
+    match (as_integer(a), as_integer(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a.as_f64() == b.as_f64(),
+    }
+}
+
+fn as_integer(n: &Number) -> Option<i128> {
+    n.as_i64()
+        .map(i128::from)
+        .or_else(|| n.as_u64().map(i128::from))
+}
+
+fn difference(
+    path: &[PathSegment<'_>],
+    primary: Option<&Value>,
+    canary: Option<&Value>,
+) -> Difference {
+    Difference {
+        pointer: pointer(path),
+        primary: render(primary),
+        canary: render(canary),
+    }
+}
+
+fn pointer(path: &[PathSegment<'_>]) -> String {
+    if path.is_empty() {
+        return "/".to_string();
+    }
+    let mut out = String::new();
+    for segment in path {
+        out.push('/');
+        match segment {
+            PathSegment::Key(k) => out.push_str(&k.replace('~', "~0").replace('/', "~1")),
+            PathSegment::Index(i) => out.push_str(&i.to_string()),
+        }
+    }
+    out
+}
+
+fn render(value: Option<&Value>) -> String {
+    let Some(value) = value else {
+        return ABSENT.to_string();
+    };
+    // Serializing a Value cannot fail (its keys are strings); the fallback only avoids a panic.
+    let json = serde_json::to_string(value).unwrap_or_else(|_| "(unprintable)".to_string());
+    if json.len() <= MAX_RENDERED_BYTES {
+        return json;
+    }
+    let mut cut: String = json
+        .char_indices()
+        .take_while(|(i, c)| i + c.len_utf8() <= MAX_RENDERED_BYTES)
+        .map(|(_, c)| c)
+        .collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+
+    fn diff(primary: &str, canary: &str, ignore: &[&str]) -> Option<String> {
+        let primary: Value = serde_json::from_str(primary).unwrap();
+        let canary: Value = serde_json::from_str(canary).unwrap();
+        let ignore: Vec<IgnorePattern> = ignore
+            .iter()
+            .map(|p| IgnorePattern::parse(p).unwrap())
+            .collect();
+        first_difference(&primary, &canary, &ignore).map(|d| d.to_string())
+    }
+
+    #[test]
+    fn table() {
+        let x79 = "x".repeat(79);
+        let x78 = "x".repeat(78);
+        // 102 bytes of JSON: cut to the quote and 79 x's.
+        let long = format!(r#"["{}"]"#, "x".repeat(100));
+        let long_want = format!(r#"/0: "{x79}… vs "y""#);
+        // The 2-byte 'é' straddles byte 80, so it goes whole rather than split.
+        let multibyte = format!(r#"["{x78}étail"]"#);
+        let multibyte_want = format!(r#"/0: "{x78}… vs 1"#);
+        // Exactly 80 bytes: nothing cut.
+        let exact = format!(r#"["{x78}"]"#);
+        let exact_want = format!(r#"/0: "{x78}" vs 1"#);
+
+        let cases: &[(&str, &str, &[&str], Option<&str>)] = &[
+            // Key order never matters.
+            (
+                r#"{"a":1,"b":[1,{"c":2,"d":3}]}"#,
+                r#"{"b":[1,{"d":3,"c":2}],"a":1}"#,
+                &[],
+                None,
+            ),
+            (
+                r#"{"user":{"balance":100,"name":"x"}}"#,
+                r#"{"user":{"name":"x","balance":90}}"#,
+                &[],
+                Some("/user/balance: 100 vs 90"),
+            ),
+            // Sorted key order decides which difference is first, not input order.
+            (
+                r#"{"b":1,"a":1}"#,
+                r#"{"b":2,"a":2}"#,
+                &[],
+                Some("/a: 1 vs 2"),
+            ),
+            (
+                r#"{"a":1,"b":2}"#,
+                r#"{"a":1}"#,
+                &[],
+                Some("/b: 2 vs (absent)"),
+            ),
+            (
+                r#"{"a":1}"#,
+                r#"{"a":1,"b":2}"#,
+                &[],
+                Some("/b: (absent) vs 2"),
+            ),
+            (r#"{"a":null}"#, r#"{}"#, &[], Some("/a: null vs (absent)")),
+            (r#"[1,2,3]"#, r#"[1]"#, &[], Some("/1: 2 vs (absent)")),
+            (r#"[1]"#, r#"[1,2,3]"#, &[], Some("/1: (absent) vs 2")),
+            // An element that differs comes before the length difference.
+            (r#"[1,9,3]"#, r#"[1,2]"#, &[], Some("/1: 9 vs 2")),
+            // Wildcard over array indices.
+            (
+                r#"{"items":[{"id":1,"v":1},{"id":2,"v":1}]}"#,
+                r#"{"items":[{"id":7,"v":1},{"id":8,"v":1}]}"#,
+                &["/items/*/id"],
+                None,
+            ),
+            (
+                r#"{"items":[{"id":1,"v":1},{"id":2,"v":1}]}"#,
+                r#"{"items":[{"id":7,"v":1},{"id":8,"v":2}]}"#,
+                &["/items/*/id"],
+                Some("/items/1/v: 1 vs 2"),
+            ),
+            // Wildcard over object keys.
+            (
+                r#"{"users":{"al":{"seen":1,"n":1},"bo":{"seen":2,"n":2}}}"#,
+                r#"{"users":{"al":{"seen":5,"n":1},"bo":{"seen":6,"n":2}}}"#,
+                &["/users/*/seen"],
+                None,
+            ),
+            // An ignored node takes its whole subtree with it.
+            (
+                r#"{"meta":{"a":{"b":1}},"x":1}"#,
+                r#"{"meta":{"a":{"b":2},"c":[3]},"x":1}"#,
+                &["/meta"],
+                None,
+            ),
+            // Ignored even when absent on one side.
+            (r#"{"a":1,"ts":5}"#, r#"{"a":1}"#, &["/ts"], None),
+            (r#"{"a":1}"#, r#"{"a":1,"ts":5}"#, &["/ts"], None),
+            (r#"[1,2,3]"#, r#"[1,2]"#, &["/2"], None),
+            // A pattern longer than the path does not match it.
+            (
+                r#"{"items":[{"id":1},{"id":2}]}"#,
+                r#"{"items":[{"id":1}]}"#,
+                &["/items/*/id"],
+                Some(r#"/items/1: {"id":2} vs (absent)"#),
+            ),
+            // Nor does one shorter than the path: patterns are anchored at the root.
+            (
+                r#"{"user":{"id":1}}"#,
+                r#"{"user":{"id":2}}"#,
+                &["/id"],
+                Some("/user/id: 1 vs 2"),
+            ),
+            // Indices match only as their decimal text.
+            (r#"[1,2]"#, r#"[1,3]"#, &["/01", "/+1"], Some("/1: 2 vs 3")),
+            // Escaped keys, in patterns and in the output.
+            (
+                r#"{"a/b":1,"m~n":1,"c/d":1}"#,
+                r#"{"a/b":2,"m~n":2,"c/d":2}"#,
+                &["/a~1b", "/m~0n"],
+                Some("/c~1d: 1 vs 2"),
+            ),
+            (
+                r#"{"m~n":{"a/b":1}}"#,
+                r#"{"m~n":{"a/b":2}}"#,
+                &[],
+                Some("/m~0n/a~1b: 1 vs 2"),
+            ),
+            // The empty key is "/", the root is shown as "/" too.
+            (r#"{"":1}"#, r#"{"":2}"#, &["/"], None),
+            // Numbers compare numerically; integers exactly, beyond f64 precision.
+            (
+                r#"{"a":1,"b":-2,"c":0.5}"#,
+                r#"{"a":1.0,"b":-2.0,"c":0.50}"#,
+                &[],
+                None,
+            ),
+            (
+                r#"{"id":9007199254740993}"#,
+                r#"{"id":9007199254740992}"#,
+                &[],
+                Some("/id: 9007199254740993 vs 9007199254740992"),
+            ),
+            (
+                r#"{"a":18446744073709551615}"#,
+                r#"{"a":-1}"#,
+                &[],
+                Some("/a: 18446744073709551615 vs -1"),
+            ),
+            // Types differ.
+            (r#"{"a":"1"}"#, r#"{"a":1}"#, &[], Some(r#"/a: "1" vs 1"#)),
+            (r#"{"a":[]}"#, r#"{"a":{}}"#, &[], Some("/a: [] vs {}")),
+            // Truncation.
+            (&long, r#"["y"]"#, &[], Some(&long_want)),
+            (&multibyte, "[1]", &[], Some(&multibyte_want)),
+            (&exact, "[1]", &[], Some(&exact_want)),
+            // Root.
+            ("1", "2", &[], Some("/: 1 vs 2")),
+            ("1", "1.0", &[], None),
+            (r#"{"a":1}"#, "[1]", &[], Some(r#"/: {"a":1} vs [1]"#)),
+        ];
+        for (primary, canary, ignore, want) in cases {
+            assert_eq!(
+                diff(primary, canary, ignore).as_deref(),
+                *want,
+                "{primary} vs {canary} ignoring {ignore:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_errors() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "",
+                r#""" would ignore the whole body; use compare.body "none" to skip body comparison"#,
+            ),
+            (
+                "timestamp",
+                r#""timestamp" is not a JSON Pointer: it must start with '/' (e.g. "/timestamp")"#,
+            ),
+            (
+                "#/a",
+                r##""#/a" is not a JSON Pointer: it must start with '/' (e.g. "/#/a")"##,
+            ),
+            (
+                "/a~2b",
+                r#""/a~2b" has an invalid escape: '~' must be followed by 0 ('~') or 1 ('/')"#,
+            ),
+            (
+                "/a/b~",
+                r#""/a/b~" has an invalid escape: '~' must be followed by 0 ('~') or 1 ('/')"#,
+            ),
+        ];
+        for (input, want) in cases {
+            assert_eq!(
+                IgnorePattern::parse(input).err().as_deref(),
+                Some(*want),
+                "{input:?}"
+            );
+        }
+        for ok in ["/", "/*", "/a~0~1b/*/0", "//"] {
+            assert_eq!(IgnorePattern::parse(ok).unwrap().as_str(), ok);
+        }
+    }
+
+    #[test]
+    fn deep_values_stop_recursing() {
+        let nest = |leaf: Value| (0..1000).fold(leaf, |v, _| Value::Array(vec![v]));
+        let a = nest(Value::from(1));
+        let b = nest(Value::from(2));
+        assert_eq!(first_difference(&a, &a.clone(), &[]), None);
+        let d = first_difference(&a, &b, &[]).unwrap();
+        assert_eq!(d.pointer, "/0".repeat(MAX_DEPTH + 1));
+        assert!(d.primary.ends_with('…'));
+    }
+}

@@ -1,0 +1,360 @@
+//! The `mirror` section of the configuration: raw serde structs and their validation into
+//! [`Mirror`]. Error paths start with `mirror.`; the shared rules (JSON objects only, unknown
+//! fields refused, every error names the field and the bad value) are those of `config`.
+
+use serde::Deserialize;
+
+use crate::bucket;
+use crate::classify::{BucketKey, Class};
+use crate::compare::{BodyMode, CompareSpec};
+use crate::config::{bad_cookie_name, bad_header_name, Object};
+use crate::config_error::ConfigError;
+use crate::http_syntax::{is_cookie_name, is_header_name};
+use crate::json_diff::IgnorePattern;
+use crate::mirror_policy::{Method, Mirror};
+
+pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
+pub const MAX_TIMEOUT_MS: u32 = 60_000;
+pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
+pub const MAX_IN_FLIGHT: usize = 10_000;
+pub const DEFAULT_COMPARE_MAX_BODY_BYTES: usize = 256 * 1024;
+/// Ceiling of both body limits: each pending mirror may hold this much per worker.
+pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawMirror {
+    cluster: String,
+    authority_suffix: String,
+    marker_header: String,
+    percent: f64,
+    sample_key: Option<Object<RawSampleKey>>,
+    classes: Vec<String>,
+    include_paths: Vec<String>,
+    exclude_paths: Vec<String>,
+    methods: Option<Vec<String>>,
+    idempotency_key_header: String,
+    timeout_ms: u32,
+    max_body_bytes: usize,
+    max_in_flight: usize,
+    remove_headers: Vec<String>,
+    compare: Object<RawCompare>,
+}
+
+impl Default for RawMirror {
+    fn default() -> Self {
+        RawMirror {
+            cluster: "canary".to_string(),
+            authority_suffix: "-shadow".to_string(),
+            marker_header: "x-mirror".to_string(),
+            percent: 100.0,
+            sample_key: None,
+            classes: Vec::new(),
+            include_paths: Vec::new(),
+            exclude_paths: Vec::new(),
+            methods: None,
+            idempotency_key_header: String::new(),
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            remove_headers: Vec::new(),
+            compare: Object::default(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSampleKey {
+    cookie: Option<String>,
+    header: Option<String>,
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RawBodyMode {
+    Bytes,
+    Json,
+    None,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCompare {
+    headers: Vec<String>,
+    body: RawBodyMode,
+    ignore: Vec<String>,
+    max_body_bytes: usize,
+}
+
+impl Default for RawCompare {
+    fn default() -> Self {
+        RawCompare {
+            headers: Vec::new(),
+            body: RawBodyMode::Bytes,
+            ignore: Vec::new(),
+            max_body_bytes: DEFAULT_COMPARE_MAX_BODY_BYTES,
+        }
+    }
+}
+
+/// Everything the mirror section must not collide with in the classification section.
+pub(crate) struct ClassificationFacts<'a> {
+    pub classes: &'a [Class],
+    pub class_header: &'a str,
+    pub features_header: &'a str,
+}
+
+const IDEMPOTENT_LIST: &str = "GET, HEAD, OPTIONS, TRACE, PUT, DELETE";
+
+pub(crate) fn compile_mirror(
+    raw: RawMirror,
+    facts: &ClassificationFacts<'_>,
+    errors: &mut Vec<ConfigError>,
+) -> Mirror {
+    let mut err = |path: String, msg: String| errors.push(ConfigError::new(path, msg));
+
+    if raw.cluster.is_empty() || raw.cluster.bytes().any(|b| b.is_ascii_control()) {
+        err(
+            "mirror.cluster".into(),
+            format!(
+                "{:?} is not a cluster name; name the Envoy cluster of the canary (in Istio: outbound|PORT||HOST)",
+                raw.cluster
+            ),
+        );
+    }
+    if !raw
+        .authority_suffix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+    {
+        err(
+            "mirror.authority_suffix".into(),
+            format!(
+                "{:?} cannot be part of a host name (letters, digits, '-', '.', '_', '~'; \"\" keeps the authority)",
+                raw.authority_suffix
+            ),
+        );
+    }
+
+    let marker_header = raw.marker_header.to_ascii_lowercase();
+    if !is_header_name(&raw.marker_header) {
+        err(
+            "mirror.marker_header".into(),
+            bad_header_name(&raw.marker_header),
+        );
+    } else if marker_header == facts.class_header || marker_header == facts.features_header {
+        err(
+            "mirror.marker_header".into(),
+            format!(
+                "{:?} is also the class or features header; give it a name of its own",
+                raw.marker_header
+            ),
+        );
+    }
+
+    let basis_points = bucket::basis_points(raw.percent)
+        .map_err(|why| err("mirror.percent".into(), why))
+        .unwrap_or_default();
+
+    let sample_key = raw
+        .sample_key
+        .and_then(|Object(k)| match (k.cookie, k.header) {
+            (Some(c), None) => {
+                if !is_cookie_name(&c) {
+                    err("mirror.sample_key.cookie".into(), bad_cookie_name(&c));
+                }
+                Some(BucketKey::Cookie(c))
+            }
+            (None, Some(h)) => {
+                if !is_header_name(&h) {
+                    err("mirror.sample_key.header".into(), bad_header_name(&h));
+                }
+                Some(BucketKey::Header(h.to_ascii_lowercase()))
+            }
+            (Some(_), Some(_)) => {
+                err(
+                    "mirror.sample_key".into(),
+                    "sets both cookie and header; give exactly one of them as the key".into(),
+                );
+                None
+            }
+            (None, None) => {
+                err(
+                    "mirror.sample_key".into(),
+                    "has no key; give exactly one of cookie, header".into(),
+                );
+                None
+            }
+        });
+
+    let mut classes = Vec::with_capacity(raw.classes.len());
+    for (i, name) in raw.classes.iter().enumerate() {
+        let path = format!("mirror.classes[{i}]");
+        match facts.classes.iter().position(|c| &c.name == name) {
+            None => err(
+                path,
+                format!("no rule or default_class produces class {name:?}"),
+            ),
+            Some(id) if classes.contains(&id) => err(path, format!("{name:?} is listed twice")),
+            Some(id) => classes.push(id),
+        }
+    }
+
+    for (field, paths) in [
+        ("include_paths", &raw.include_paths),
+        ("exclude_paths", &raw.exclude_paths),
+    ] {
+        for (i, p) in paths.iter().enumerate() {
+            if !p.starts_with('/') {
+                err(
+                    format!("mirror.{field}[{i}]"),
+                    format!("{p:?} is not a path prefix; it must start with '/'"),
+                );
+            }
+        }
+    }
+
+    let methods = match raw.methods {
+        None => Method::IDEMPOTENT.to_vec(),
+        Some(names) => {
+            if names.is_empty() {
+                err(
+                    "mirror.methods".into(),
+                    format!("is empty; leave it out to mirror the idempotent methods ({IDEMPOTENT_LIST})"),
+                );
+            }
+            let mut methods = Vec::with_capacity(names.len());
+            for (i, name) in names.iter().enumerate() {
+                let path = format!("mirror.methods[{i}]");
+                match Method::parse(name.as_bytes()) {
+                    Some(m @ (Method::Post | Method::Patch)) => err(
+                        path,
+                        format!(
+                            "{} is not idempotent: a mirrored {} runs twice; to mirror the ones that carry an idempotency key, set mirror.idempotency_key_header",
+                            m.as_str(),
+                            m.as_str()
+                        ),
+                    ),
+                    Some(Method::Connect) => err(
+                        path,
+                        "CONNECT opens a tunnel and is never mirrored".into(),
+                    ),
+                    Some(m) if methods.contains(&m) => {
+                        err(path, format!("{name:?} is listed twice"))
+                    }
+                    Some(m) => methods.push(m),
+                    None => err(
+                        path,
+                        format!(
+                            "{name:?} is not a method known to be idempotent; use {IDEMPOTENT_LIST} (upper case)"
+                        ),
+                    ),
+                }
+            }
+            methods
+        }
+    };
+
+    let idempotency_key_header = if raw.idempotency_key_header.is_empty() {
+        None
+    } else {
+        if !is_header_name(&raw.idempotency_key_header) {
+            err(
+                "mirror.idempotency_key_header".into(),
+                bad_header_name(&raw.idempotency_key_header),
+            );
+        }
+        Some(raw.idempotency_key_header.to_ascii_lowercase())
+    };
+
+    if raw.timeout_ms == 0 || raw.timeout_ms > MAX_TIMEOUT_MS {
+        err(
+            "mirror.timeout_ms".into(),
+            format!("{} is not between 1 and {MAX_TIMEOUT_MS}", raw.timeout_ms),
+        );
+    }
+    check_body_limit("mirror.max_body_bytes", raw.max_body_bytes, &mut err);
+    if raw.max_in_flight == 0 || raw.max_in_flight > MAX_IN_FLIGHT {
+        err(
+            "mirror.max_in_flight".into(),
+            format!("{} is not between 1 and {MAX_IN_FLIGHT}", raw.max_in_flight),
+        );
+    }
+
+    let remove_headers = header_list("mirror.remove_headers", &raw.remove_headers, &mut err);
+
+    let Object(rc) = raw.compare;
+    let headers = header_list("mirror.compare.headers", &rc.headers, &mut err);
+    let body = match rc.body {
+        RawBodyMode::Bytes => BodyMode::Bytes,
+        RawBodyMode::Json => BodyMode::Json,
+        RawBodyMode::None => BodyMode::None,
+    };
+    if body != BodyMode::Json && !rc.ignore.is_empty() {
+        err(
+            "mirror.compare.ignore".into(),
+            "applies only to JSON bodies; set compare.body to \"json\"".into(),
+        );
+    }
+    let ignore = rc
+        .ignore
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            IgnorePattern::parse(p)
+                .map_err(|why| err(format!("mirror.compare.ignore[{i}]"), why))
+                .ok()
+        })
+        .collect();
+    check_body_limit("mirror.compare.max_body_bytes", rc.max_body_bytes, &mut err);
+
+    Mirror {
+        cluster: raw.cluster,
+        authority_suffix: raw.authority_suffix,
+        marker_header,
+        basis_points,
+        sample_key,
+        classes: (!classes.is_empty()).then_some(classes),
+        include_paths: raw.include_paths,
+        exclude_paths: raw.exclude_paths,
+        methods,
+        idempotency_key_header,
+        timeout_ms: raw.timeout_ms,
+        max_body_bytes: raw.max_body_bytes,
+        max_in_flight: raw.max_in_flight,
+        remove_headers,
+        compare: CompareSpec {
+            headers,
+            body,
+            ignore,
+            max_body_bytes: rc.max_body_bytes,
+        },
+    }
+}
+
+fn check_body_limit(path: &str, value: usize, err: &mut impl FnMut(String, String)) {
+    if value > MAX_BODY_LIMIT {
+        err(
+            path.into(),
+            format!("{value} is over the ceiling of {MAX_BODY_LIMIT} bytes (16 MiB)"),
+        );
+    }
+}
+
+/// Lowercased header names; pseudo-headers and duplicates refused.
+fn header_list(path: &str, names: &[String], err: &mut impl FnMut(String, String)) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for (i, name) in names.iter().enumerate() {
+        let lower = name.to_ascii_lowercase();
+        if !is_header_name(name) {
+            err(format!("{path}[{i}]"), bad_header_name(name));
+        } else if out.contains(&lower) {
+            err(format!("{path}[{i}]"), format!("{name:?} is listed twice"));
+        } else {
+            out.push(lower);
+        }
+    }
+    out
+}

@@ -1,0 +1,672 @@
+//! Which requests are mirrored to the canary, and what the copy looks like.
+//!
+//! The point of the filter is that a copy must be safe to run twice: only methods that are
+//! idempotent (RFC 9110 section 9.2.2) are mirrored, a method-override header naming anything
+//! else blocks the copy, and path prefixes keep out the GETs that have side effects anyway
+//! (`GET /logout`). The decision is made from the request headers alone; the body limit is
+//! checked while the body streams (see the host adapter).
+
+use crate::bucket;
+use crate::classify::{BucketKey, ClassId, Request};
+use crate::compare::CompareSpec;
+use crate::cookie;
+
+/// An HTTP method the filter knows. Only the idempotent ones may be configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Head,
+    Options,
+    Trace,
+    Put,
+    Delete,
+    Post,
+    Patch,
+    Connect,
+}
+
+impl Method {
+    pub const IDEMPOTENT: [Method; 6] = [
+        Method::Get,
+        Method::Head,
+        Method::Options,
+        Method::Trace,
+        Method::Put,
+        Method::Delete,
+    ];
+
+    /// Methods are case-sensitive (RFC 9110 section 9.1): `get` is not `GET`.
+    pub fn parse(s: &[u8]) -> Option<Method> {
+        Some(match s {
+            b"GET" => Method::Get,
+            b"HEAD" => Method::Head,
+            b"OPTIONS" => Method::Options,
+            b"TRACE" => Method::Trace,
+            b"PUT" => Method::Put,
+            b"DELETE" => Method::Delete,
+            b"POST" => Method::Post,
+            b"PATCH" => Method::Patch,
+            b"CONNECT" => Method::Connect,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Options => "OPTIONS",
+            Method::Trace => "TRACE",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Connect => "CONNECT",
+        }
+    }
+}
+
+/// Headers clients and frameworks use to tunnel another method through a POST (or a GET).
+pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones the copy gets afresh: Envoy sets
+/// `content-length` from the copy's body, and the body is complete, so nothing waits on
+/// `expect: 100-continue`.
+const NOT_COPIED: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+];
+
+/// The compiled `mirror` section.
+#[derive(Debug, Clone)]
+pub struct Mirror {
+    pub cluster: String,
+    pub authority_suffix: String,
+    /// Lowercase.
+    pub marker_header: String,
+    pub basis_points: u32,
+    pub sample_key: Option<BucketKey>,
+    /// Classes that are mirrored; `None` for all.
+    pub classes: Option<Vec<ClassId>>,
+    pub include_paths: Vec<String>,
+    pub exclude_paths: Vec<String>,
+    pub methods: Vec<Method>,
+    /// Lowercase; `None` when POST and PATCH are never mirrored.
+    pub idempotency_key_header: Option<String>,
+    pub timeout_ms: u32,
+    pub max_body_bytes: usize,
+    pub max_in_flight: usize,
+    /// Lowercase.
+    pub remove_headers: Vec<String>,
+    pub compare: CompareSpec,
+}
+
+/// Why a request was or was not mirrored: the `decision` label of
+/// `progressive_delivery_mirror_total`. Each request with a `mirror` section gets exactly one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Mirrored,
+    NotIdempotent,
+    PathExcluded,
+    NotSampled,
+    ClassExcluded,
+    BodyTooLarge,
+    Overloaded,
+    IsMirror,
+    DispatchFailed,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 9] = [
+        Decision::Mirrored,
+        Decision::NotIdempotent,
+        Decision::PathExcluded,
+        Decision::NotSampled,
+        Decision::ClassExcluded,
+        Decision::BodyTooLarge,
+        Decision::Overloaded,
+        Decision::IsMirror,
+        Decision::DispatchFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Mirrored => "mirrored",
+            Decision::NotIdempotent => "not_idempotent",
+            Decision::PathExcluded => "path_excluded",
+            Decision::NotSampled => "not_sampled",
+            Decision::ClassExcluded => "class_excluded",
+            Decision::BodyTooLarge => "body_too_large",
+            Decision::Overloaded => "overloaded",
+            Decision::IsMirror => "is_mirror",
+            Decision::DispatchFailed => "dispatch_failed",
+        }
+    }
+
+    /// Position in [`Decision::ALL`], for metric tables.
+    pub fn index(self) -> usize {
+        Decision::ALL
+            .iter()
+            .position(|d| *d == self)
+            .unwrap_or_default()
+    }
+}
+
+/// The seed of the sample bucket: fixed and distinct from the classification seeds' default
+/// (`""`), so "mirror 5%" is not the same users as a 5% canary cohort keyed on the same cookie.
+pub const SAMPLE_SEED: &[u8] = b"mirror";
+
+impl Mirror {
+    /// Decides from the request headers whether this request is a candidate for mirroring.
+    /// `Err` carries the decision to count when it is not. `assigned` are the ids the
+    /// classifier just gave a first-time visitor (so a fresh `uid` samples like it will on
+    /// every later request); `draw` returns a uniform random bucket in `0..10000`, or `None`
+    /// when the host has no randomness (then the request is not sampled).
+    pub fn decide(
+        &self,
+        headers: &[(String, Vec<u8>)],
+        class: ClassId,
+        assigned: &[(String, String)],
+        draw: impl FnOnce() -> Option<u32>,
+    ) -> Result<(), Decision> {
+        let req = Request::new(headers);
+        if req.values(&self.marker_header).next().is_some() {
+            return Err(Decision::IsMirror);
+        }
+        if !self.idempotent(&req) {
+            return Err(Decision::NotIdempotent);
+        }
+        if !self.path_included(req.values(":path").next().unwrap_or_default()) {
+            return Err(Decision::PathExcluded);
+        }
+        if let Some(classes) = &self.classes {
+            if !classes.contains(&class) {
+                return Err(Decision::ClassExcluded);
+            }
+        }
+        if !self.sampled(&req, assigned, draw) {
+            return Err(Decision::NotSampled);
+        }
+        // A declared length over the limit is known now; a streamed body is checked as it comes.
+        let declared = req
+            .values("content-length")
+            .next()
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body_bytes as u64) {
+            return Err(Decision::BodyTooLarge);
+        }
+        Ok(())
+    }
+
+    fn allowed(&self, method: &[u8], has_idempotency_key: bool) -> bool {
+        match Method::parse(method) {
+            Some(Method::Post | Method::Patch) => has_idempotency_key,
+            Some(m) => self.methods.contains(&m),
+            None => false,
+        }
+    }
+
+    fn idempotent(&self, req: &Request<'_>) -> bool {
+        // Upgrades (WebSocket; HTTP/2 extended CONNECT) open a stateful session: replaying the
+        // handshake is not a copy of one request.
+        if req.values("upgrade").next().is_some() || req.values(":protocol").next().is_some() {
+            return false;
+        }
+        let has_key = self.idempotency_key_header.as_deref().is_some_and(|name| {
+            req.values(name)
+                .any(|v| !v.iter().all(u8::is_ascii_whitespace))
+        });
+        let method = req.values(":method").next().unwrap_or_default();
+        if !self.allowed(method, has_key) {
+            return false;
+        }
+        // The server acts on the overriding method, so it must be allowed too. Compared
+        // case-insensitively: frameworks accept `post`, and this is the safe direction.
+        METHOD_OVERRIDE_HEADERS.iter().all(|name| {
+            req.values(name).all(|value| {
+                value.split(|b| *b == b',').all(|m| {
+                    let m = m.trim_ascii().to_ascii_uppercase();
+                    self.allowed(&m, has_key)
+                })
+            })
+        })
+    }
+
+    /// String prefixes of the path without its query, like an Envoy route's `prefix`.
+    pub fn path_included(&self, path: &[u8]) -> bool {
+        let end = path
+            .iter()
+            .position(|b| matches!(b, b'?' | b'#'))
+            .unwrap_or(path.len());
+        let path = path.get(..end).unwrap_or_default();
+        let under = |prefixes: &[String]| prefixes.iter().any(|p| path.starts_with(p.as_bytes()));
+        (self.include_paths.is_empty() || under(&self.include_paths)) && !under(&self.exclude_paths)
+    }
+
+    fn sampled(
+        &self,
+        req: &Request<'_>,
+        assigned: &[(String, String)],
+        draw: impl FnOnce() -> Option<u32>,
+    ) -> bool {
+        if self.basis_points >= bucket::BUCKETS {
+            return true;
+        }
+        if self.basis_points == 0 {
+            return false;
+        }
+        let key = match &self.sample_key {
+            Some(BucketKey::Header(name)) => req.values(name).next(),
+            Some(BucketKey::Cookie(name)) => cookie::find(req.values("cookie"), name.as_bytes())
+                .filter(|v| !v.is_empty())
+                .or_else(|| {
+                    assigned
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, id)| id.as_bytes())
+                }),
+            None => None,
+        };
+        match key.filter(|k| !k.is_empty()) {
+            Some(key) => bucket::in_cohort(SAMPLE_SEED, key, self.basis_points),
+            // Without a key there is nothing to be sticky on: sample this request alone.
+            None => draw().is_some_and(|b| b < self.basis_points),
+        }
+    }
+
+    /// The headers of the copy: the request's (as the filter left them: `class_headers`
+    /// replace any the client sent), minus hop-by-hop and `remove_headers`, with the marker
+    /// and the suffixed authority.
+    pub fn copy_headers(
+        &self,
+        headers: &[(String, Vec<u8>)],
+        class_headers: &[(&str, Option<&[u8]>)],
+    ) -> Vec<(String, Vec<u8>)> {
+        let listed_in_connection: Vec<Vec<u8>> = headers
+            .iter()
+            .filter(|(n, _)| n == "connection")
+            .flat_map(|(_, v)| v.split(|b| *b == b','))
+            .map(|t| t.trim_ascii().to_ascii_lowercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let dropped = |name: &str| {
+            NOT_COPIED.contains(&name)
+                || self.remove_headers.iter().any(|r| r == name)
+                || name == self.marker_header
+                || class_headers.iter().any(|(n, _)| *n == name)
+                || listed_in_connection.iter().any(|t| t == name.as_bytes())
+        };
+        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(headers.len() + 3);
+        for (name, value) in headers {
+            if dropped(name) {
+                continue;
+            }
+            if name == ":authority" {
+                out.push((name.clone(), self.shadow_authority(value)));
+            } else {
+                out.push((name.clone(), value.clone()));
+            }
+        }
+        for (name, value) in class_headers {
+            if let Some(v) = value {
+                out.push(((*name).to_string(), v.to_vec()));
+            }
+        }
+        out.push((self.marker_header.clone(), b"1".to_vec()));
+        out
+    }
+
+    /// `authority` with the suffix on the host part, before any port, as Envoy's own
+    /// mirroring does (`api:8080` becomes `api-shadow:8080`).
+    pub fn shadow_authority(&self, authority: &[u8]) -> Vec<u8> {
+        let suffix = self.authority_suffix.as_bytes();
+        if suffix.is_empty() {
+            return authority.to_vec();
+        }
+        let port_at = authority.iter().rposition(|b| *b == b':').filter(|&i| {
+            let port = authority.get(i + 1..).unwrap_or_default();
+            let host = authority.get(..i).unwrap_or_default();
+            // `::1` without brackets has colons but no port.
+            !port.is_empty()
+                && port.iter().all(u8::is_ascii_digit)
+                && (!host.contains(&b':') || host.ends_with(b"]"))
+        });
+        let (host, port) = match port_at {
+            Some(i) => (
+                authority.get(..i).unwrap_or_default(),
+                authority.get(i..).unwrap_or_default(),
+            ),
+            None => (authority, &[][..]),
+        };
+        [host, suffix, port].concat()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use super::*;
+    use crate::compare::{BodyMode, CompareSpec};
+
+    fn mirror() -> Mirror {
+        Mirror {
+            cluster: "canary".into(),
+            authority_suffix: "-shadow".into(),
+            marker_header: "x-mirror".into(),
+            basis_points: 10_000,
+            sample_key: None,
+            classes: None,
+            include_paths: Vec::new(),
+            exclude_paths: Vec::new(),
+            methods: Method::IDEMPOTENT.to_vec(),
+            idempotency_key_header: None,
+            timeout_ms: 1000,
+            max_body_bytes: 65536,
+            max_in_flight: 256,
+            remove_headers: Vec::new(),
+            compare: CompareSpec {
+                headers: Vec::new(),
+                body: BodyMode::Bytes,
+                ignore: Vec::new(),
+                max_body_bytes: 262_144,
+            },
+        }
+    }
+
+    fn headers(method: &str, path: &str, extra: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        let mut h = vec![
+            (":method".to_string(), method.as_bytes().to_vec()),
+            (":path".to_string(), path.as_bytes().to_vec()),
+            (":authority".to_string(), b"api.example".to_vec()),
+        ];
+        h.extend(
+            extra
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())),
+        );
+        h
+    }
+
+    fn decide(
+        m: &Mirror,
+        method: &str,
+        path: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(), Decision> {
+        m.decide(&headers(method, path, extra), 0, &[], || Some(0))
+    }
+
+    type Extra<'a> = Vec<(&'a str, &'a str)>;
+    type Want = Result<(), Decision>;
+
+    #[test]
+    fn methods_and_overrides() {
+        use Decision::NotIdempotent as No;
+        let plain = mirror();
+        let mut keyed = mirror();
+        keyed.idempotency_key_header = Some("idempotency-key".into());
+        let mut only_get = mirror();
+        only_get.methods = vec![Method::Get];
+        let key = ("idempotency-key", "k1");
+        #[rustfmt::skip]
+        let cases: Vec<(&Mirror, &str, Extra, Want)> = vec![
+            (&plain, "GET", vec![], Ok(())),
+            (&plain, "HEAD", vec![], Ok(())),
+            (&plain, "OPTIONS", vec![], Ok(())),
+            (&plain, "TRACE", vec![], Ok(())),
+            (&plain, "PUT", vec![], Ok(())),
+            (&plain, "DELETE", vec![], Ok(())),
+            (&plain, "POST", vec![], Err(No)),
+            (&plain, "PATCH", vec![], Err(No)),
+            (&plain, "CONNECT", vec![], Err(No)),
+            (&plain, "PURGE", vec![], Err(No)),
+            (&plain, "get", vec![], Err(No)),
+            (&plain, "", vec![], Err(No)),
+            (&only_get, "PUT", vec![], Err(No)),
+            (&only_get, "GET", vec![], Ok(())),
+            // Overrides: every header, any case, lists, the override must be allowed too.
+            (&plain, "GET", vec![("x-http-method-override", "POST")], Err(No)),
+            (&plain, "PUT", vec![("x-http-method", "PATCH")], Err(No)),
+            (&plain, "GET", vec![("x-method-override", "post")], Err(No)),
+            (&plain, "GET", vec![("x-http-method-override", "PUT, POST")], Err(No)),
+            (&plain, "GET", vec![("x-http-method-override", "MERGE")], Err(No)),
+            (&plain, "GET", vec![("x-http-method-override", "")], Err(No)),
+            (&plain, "POST", vec![("x-http-method-override", "GET")], Err(No)),
+            (&plain, "GET", vec![("x-http-method-override", "DELETE")], Ok(())),
+            (&only_get, "GET", vec![("x-http-method-override", "DELETE")], Err(No)),
+            // Upgrades.
+            (&plain, "GET", vec![("upgrade", "websocket"), ("connection", "upgrade")], Err(No)),
+            (&plain, "CONNECT", vec![(":protocol", "websocket")], Err(No)),
+            (&plain, "GET", vec![(":protocol", "websocket")], Err(No)),
+            // Idempotency keys are opt-in and must be non-empty.
+            (&plain, "POST", vec![key], Err(No)),
+            (&keyed, "POST", vec![key], Ok(())),
+            (&keyed, "PATCH", vec![key], Ok(())),
+            (&keyed, "POST", vec![], Err(No)),
+            (&keyed, "POST", vec![("idempotency-key", " ")], Err(No)),
+            (&keyed, "GET", vec![key, ("x-http-method-override", "POST")], Ok(())),
+            (&keyed, "CONNECT", vec![key], Err(No)),
+        ];
+        for (m, method, extra, want) in cases {
+            assert_eq!(decide(m, method, "/", &extra), want, "{method} {extra:?}");
+        }
+    }
+
+    #[test]
+    fn decision_order_and_paths() {
+        let mut m = mirror();
+        m.include_paths = vec!["/api/".into()];
+        m.exclude_paths = vec!["/api/logout".into(), "/api/admin/".into()];
+        m.classes = Some(vec![1]);
+        m.max_body_bytes = 10;
+        let cases: Vec<(&str, &str, Extra, ClassId, Want)> = vec![
+            ("GET", "/api/balance", vec![], 1, Ok(())),
+            ("GET", "/api/balance?x=/api/logout", vec![], 1, Ok(())),
+            ("GET", "/api/logout", vec![], 1, Err(Decision::PathExcluded)),
+            (
+                "GET",
+                "/api/logout?next=/",
+                vec![],
+                1,
+                Err(Decision::PathExcluded),
+            ),
+            (
+                "GET",
+                "/api/logoutall",
+                vec![],
+                1,
+                Err(Decision::PathExcluded),
+            ),
+            (
+                "GET",
+                "/api/admin/users",
+                vec![],
+                1,
+                Err(Decision::PathExcluded),
+            ),
+            ("GET", "/api", vec![], 1, Err(Decision::PathExcluded)),
+            ("GET", "/web/api/x", vec![], 1, Err(Decision::PathExcluded)),
+            ("GET", "/api/x", vec![], 0, Err(Decision::ClassExcluded)),
+            (
+                "GET",
+                "/api/x",
+                vec![("x-mirror", "1")],
+                1,
+                Err(Decision::IsMirror),
+            ),
+            (
+                "POST",
+                "/api/x",
+                vec![("x-mirror", "1")],
+                0,
+                Err(Decision::IsMirror),
+            ),
+            (
+                "POST",
+                "/api/logout",
+                vec![],
+                0,
+                Err(Decision::NotIdempotent),
+            ),
+            ("GET", "/api/logout", vec![], 0, Err(Decision::PathExcluded)),
+            (
+                "PUT",
+                "/api/x",
+                vec![("content-length", "11")],
+                1,
+                Err(Decision::BodyTooLarge),
+            ),
+            ("PUT", "/api/x", vec![("content-length", "10")], 1, Ok(())),
+        ];
+        for (method, path, extra, class, want) in cases {
+            let got = m.decide(&headers(method, path, &extra), class, &[], || Some(0));
+            assert_eq!(got, want, "{method} {path} {extra:?} class {class}");
+        }
+    }
+
+    #[test]
+    fn sampling() {
+        let mut m = mirror();
+        m.basis_points = 5000;
+        let h = headers("GET", "/", &[]);
+        assert_eq!(m.decide(&h, 0, &[], || Some(4999)), Ok(()));
+        assert_eq!(
+            m.decide(&h, 0, &[], || Some(5000)),
+            Err(Decision::NotSampled)
+        );
+        assert_eq!(m.decide(&h, 0, &[], || None), Err(Decision::NotSampled));
+        m.basis_points = 0;
+        assert_eq!(m.decide(&h, 0, &[], || Some(0)), Err(Decision::NotSampled));
+
+        // With a key the draw is not used: the same key always gets the same answer, and
+        // the answer is the documented bucket of "mirror:<key>".
+        m.basis_points = 5000;
+        m.sample_key = Some(BucketKey::Cookie("uid".into()));
+        let (mut inside, mut outside) = (0, 0);
+        for i in 0..200 {
+            let uid = format!("user-{i}");
+            let h = headers("GET", "/", &[("cookie", &format!("a=b; uid={uid}"))]);
+            let want = bucket::bucket_of(b"mirror", uid.as_bytes()) < 5000;
+            for draw in [Some(0), Some(9999), None] {
+                assert_eq!(m.decide(&h, 0, &[], || draw).is_ok(), want, "{uid}");
+            }
+            if want {
+                inside += 1
+            } else {
+                outside += 1
+            }
+        }
+        assert!(inside > 70 && outside > 70, "{inside} {outside}");
+        // A first-time visitor samples by the id the classifier just assigned.
+        let fresh = headers("GET", "/", &[]);
+        let assigned = [("uid".to_string(), "user-0".to_string())];
+        let want = bucket::bucket_of(b"mirror", b"user-0") < 5000;
+        assert_eq!(m.decide(&fresh, 0, &assigned, || None).is_ok(), want);
+        // No key at all: the draw decides.
+        assert_eq!(m.decide(&fresh, 0, &[], || Some(1)), Ok(()));
+        m.sample_key = Some(BucketKey::Header("x-user-id".into()));
+        let h = headers("GET", "/", &[("x-user-id", "user-0")]);
+        assert_eq!(m.decide(&h, 0, &[], || None).is_ok(), want);
+    }
+
+    #[test]
+    fn shadow_authority() {
+        let mut m = mirror();
+        for (authority, want) in [
+            ("api.example", "api.example-shadow"),
+            ("api.example:8080", "api.example-shadow:8080"),
+            ("127.0.0.1:10000", "127.0.0.1-shadow:10000"),
+            ("[::1]:80", "[::1]-shadow:80"),
+            ("::1", "::1-shadow"),
+            ("api:", "api:-shadow"),
+            ("", "-shadow"),
+        ] {
+            assert_eq!(
+                String::from_utf8(m.shadow_authority(authority.as_bytes())).unwrap(),
+                want
+            );
+        }
+        m.authority_suffix.clear();
+        assert_eq!(m.shadow_authority(b"api:80"), b"api:80");
+    }
+
+    #[test]
+    fn copy_headers() {
+        let mut m = mirror();
+        m.remove_headers = vec!["authorization".into()];
+        let h = headers(
+            "PUT",
+            "/a?b=c",
+            &[
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "1"),
+                ("keep-alive", "5"),
+                ("transfer-encoding", "chunked"),
+                ("content-length", "3"),
+                ("authorization", "Bearer t"),
+                ("x-user-class", "spoofed"),
+                ("x-mirror", "0"),
+                ("accept", "*/*"),
+            ],
+        );
+        let got = m.copy_headers(
+            &h,
+            &[
+                ("x-user-class", Some(b"beta".as_slice())),
+                ("x-features", None),
+            ],
+        );
+        let got: Vec<(String, String)> = got
+            .into_iter()
+            .map(|(n, v)| (n, String::from_utf8(v).unwrap()))
+            .collect();
+        let want: Vec<(String, String)> = [
+            (":method", "PUT"),
+            (":path", "/a?b=c"),
+            (":authority", "api.example-shadow"),
+            ("accept", "*/*"),
+            ("x-user-class", "beta"),
+            ("x-mirror", "1"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn decision_names() {
+        let names: Vec<&str> = Decision::ALL.iter().map(|d| d.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "mirrored",
+                "not_idempotent",
+                "path_excluded",
+                "not_sampled",
+                "class_excluded",
+                "body_too_large",
+                "overloaded",
+                "is_mirror",
+                "dispatch_failed"
+            ]
+        );
+        for (i, d) in Decision::ALL.iter().enumerate() {
+            assert_eq!(d.index(), i);
+        }
+    }
+}
