@@ -358,3 +358,178 @@ fn header_list(path: &str, names: &[String], err: &mut impl FnMut(String, String
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use crate::classify::BucketKey;
+    use crate::compare::BodyMode;
+    use crate::config::parse;
+    use crate::mirror_policy::Method;
+
+    fn errors_of(mirror: &str) -> Vec<String> {
+        let json = format!(
+            r#"{{"classification": {{"rules": [{{"class": "beta", "header": {{"name": "x-beta", "present": true}}}}]}}, "mirror": {mirror}}}"#
+        );
+        match parse(json.as_bytes()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(br#"{"mirror": {}}"#).unwrap();
+        let m = c.mirror.unwrap();
+        assert_eq!(m.cluster, "canary");
+        assert_eq!(m.authority_suffix, "-shadow");
+        assert_eq!(m.marker_header, "x-mirror");
+        assert_eq!(m.basis_points, 10_000);
+        assert_eq!(m.sample_key, None);
+        assert_eq!(m.classes, None);
+        assert!(m.include_paths.is_empty() && m.exclude_paths.is_empty());
+        assert_eq!(m.methods, Method::IDEMPOTENT);
+        assert_eq!(m.idempotency_key_header, None);
+        assert_eq!(
+            (m.timeout_ms, m.max_body_bytes, m.max_in_flight),
+            (1000, 65536, 256)
+        );
+        assert!(m.remove_headers.is_empty());
+        assert!(m.compare.headers.is_empty());
+        assert_eq!(m.compare.body, BodyMode::Bytes);
+        assert!(m.compare.ignore.is_empty());
+        assert_eq!(m.compare.max_body_bytes, 262_144);
+        assert!(
+            parse(b"{}").unwrap().mirror.is_none(),
+            "no section, no mirroring"
+        );
+    }
+
+    #[test]
+    fn compiles_the_documented_example() {
+        let json = r#"{
+          "classification": {"rules": [{"class": "beta", "header": {"name": "x-beta", "present": true}}]},
+          "mirror": {
+            "cluster": "canary",
+            "authority_suffix": "-shadow",
+            "marker_header": "X-Mirror",
+            "percent": 12.5,
+            "sample_key": {"cookie": "uid"},
+            "classes": ["beta", "stable"],
+            "include_paths": ["/api/"],
+            "exclude_paths": ["/api/logout", "/api/admin/"],
+            "methods": ["GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"],
+            "idempotency_key_header": "Idempotency-Key",
+            "timeout_ms": 1000,
+            "max_body_bytes": 65536,
+            "max_in_flight": 256,
+            "remove_headers": ["Authorization"],
+            "compare": {
+              "headers": ["Content-Type"],
+              "body": "json",
+              "ignore": ["/timestamp", "/items/*/id"],
+              "max_body_bytes": 262144
+            }
+          }
+        }"#;
+        let m = parse(json.as_bytes()).unwrap().mirror.unwrap();
+        assert_eq!(m.marker_header, "x-mirror");
+        assert_eq!(m.basis_points, 1250);
+        assert_eq!(m.sample_key, Some(BucketKey::Cookie("uid".into())));
+        assert_eq!(
+            m.classes,
+            Some(vec![1, 0]),
+            "class ids: stable is 0, beta 1"
+        );
+        assert_eq!(m.idempotency_key_header.as_deref(), Some("idempotency-key"));
+        assert_eq!(m.remove_headers, ["authorization"]);
+        assert_eq!(m.compare.headers, ["content-type"]);
+        assert_eq!(m.compare.body, BodyMode::Json);
+        let ignore: Vec<&str> = m.compare.ignore.iter().map(|p| p.as_str()).collect();
+        assert_eq!(ignore, ["/timestamp", "/items/*/id"]);
+    }
+
+    /// Every error of the mirror section, with its exact text.
+    #[test]
+    fn error_messages() {
+        let name_chars = "letters, digits and !#$%&'*+-.^_`|~ only";
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<String>)> = vec![
+            (r#"[]"#, vec![
+                "mirror: invalid type: sequence, expected a JSON object at line 1 column 108".into()]),
+            (r#"{"clusetr": "c"}"#, vec![
+                "mirror.clusetr: unknown field `clusetr`, expected one of `cluster`, `authority_suffix`, `marker_header`, `percent`, `sample_key`, `classes`, `include_paths`, `exclude_paths`, `methods`, `idempotency_key_header`, `timeout_ms`, `max_body_bytes`, `max_in_flight`, `remove_headers`, `compare` at line 1 column 118".into()]),
+            (r#"{"cluster": ""}"#, vec![
+                "mirror.cluster: \"\" is not a cluster name; name the Envoy cluster of the canary (in Istio: outbound|PORT||HOST)".into()]),
+            (r#"{"authority_suffix": ".shadow host"}"#, vec![
+                "mirror.authority_suffix: \".shadow host\" cannot be part of a host name (letters, digits, '-', '.', '_', '~'; \"\" keeps the authority)".into()]),
+            (r#"{"marker_header": "x mirror"}"#, vec![
+                format!("mirror.marker_header: \"x mirror\" is not a valid HTTP header name ({name_chars})")]),
+            (r#"{"marker_header": "X-User-Class"}"#, vec![
+                "mirror.marker_header: \"X-User-Class\" is also the class or features header; give it a name of its own".into()]),
+            (r#"{"percent": 100.5}"#, vec![
+                "mirror.percent: 100.5 is not between 0 and 100".into()]),
+            (r#"{"sample_key": {}}"#, vec![
+                "mirror.sample_key: has no key; give exactly one of cookie, header".into()]),
+            (r#"{"sample_key": {"cookie": "uid", "header": "x-id"}}"#, vec![
+                "mirror.sample_key: sets both cookie and header; give exactly one of them as the key".into()]),
+            (r#"{"sample_key": {"cookie": "u;id"}}"#, vec![
+                format!("mirror.sample_key.cookie: \"u;id\" is not a valid cookie name (RFC 6265 token: {name_chars})")]),
+            (r#"{"sample_key": {"header": "x:id"}}"#, vec![
+                format!("mirror.sample_key.header: \"x:id\" is not a valid HTTP header name ({name_chars})")]),
+            (r#"{"classes": ["beta", "betta", "beta"]}"#, vec![
+                "mirror.classes[1]: no rule or default_class produces class \"betta\"".into(),
+                "mirror.classes[2]: \"beta\" is listed twice".into()]),
+            (r#"{"include_paths": ["api/"], "exclude_paths": ["/ok", ""]}"#, vec![
+                "mirror.include_paths[0]: \"api/\" is not a path prefix; it must start with '/'".into(),
+                "mirror.exclude_paths[1]: \"\" is not a path prefix; it must start with '/'".into()]),
+            (r#"{"methods": ["GET", "POST", "PATCH", "CONNECT", "get", "PURGE", "GET"]}"#, vec![
+                "mirror.methods[1]: POST is not idempotent: a mirrored POST runs twice; to mirror the ones that carry an idempotency key, set mirror.idempotency_key_header".into(),
+                "mirror.methods[2]: PATCH is not idempotent: a mirrored PATCH runs twice; to mirror the ones that carry an idempotency key, set mirror.idempotency_key_header".into(),
+                "mirror.methods[3]: CONNECT opens a tunnel and is never mirrored".into(),
+                "mirror.methods[4]: \"get\" is not a method known to be idempotent; use GET, HEAD, OPTIONS, TRACE, PUT, DELETE (upper case)".into(),
+                "mirror.methods[5]: \"PURGE\" is not a method known to be idempotent; use GET, HEAD, OPTIONS, TRACE, PUT, DELETE (upper case)".into(),
+                "mirror.methods[6]: \"GET\" is listed twice".into()]),
+            (r#"{"methods": []}"#, vec![
+                "mirror.methods: is empty; leave it out to mirror the idempotent methods (GET, HEAD, OPTIONS, TRACE, PUT, DELETE)".into()]),
+            (r#"{"idempotency_key_header": "idempotency key"}"#, vec![
+                format!("mirror.idempotency_key_header: \"idempotency key\" is not a valid HTTP header name ({name_chars})")]),
+            (r#"{"timeout_ms": 0}"#, vec![
+                "mirror.timeout_ms: 0 is not between 1 and 60000".into()]),
+            (r#"{"timeout_ms": 60001}"#, vec![
+                "mirror.timeout_ms: 60001 is not between 1 and 60000".into()]),
+            (r#"{"timeout_ms": -1}"#, vec![
+                "mirror.timeout_ms: invalid value: integer `-1`, expected u32 at line 1 column 125".into()]),
+            (r#"{"max_body_bytes": 16777217}"#, vec![
+                "mirror.max_body_bytes: 16777217 is over the ceiling of 16777216 bytes (16 MiB)".into()]),
+            (r#"{"max_in_flight": 0}"#, vec![
+                "mirror.max_in_flight: 0 is not between 1 and 10000".into()]),
+            (r#"{"remove_headers": ["authorization", "Authorization", ":path"]}"#, vec![
+                "mirror.remove_headers[1]: \"Authorization\" is listed twice".into(),
+                format!("mirror.remove_headers[2]: \":path\" is not a valid HTTP header name ({name_chars})")]),
+            (r#"{"compare": {"body": "xml"}}"#, vec![
+                "mirror.compare.body: unknown variant `xml`, expected one of `bytes`, `json`, `none` at line 1 column 134".into()]),
+            (r#"{"compare": {"headers": ["content type"]}}"#, vec![
+                format!("mirror.compare.headers[0]: \"content type\" is not a valid HTTP header name ({name_chars})")]),
+            (r#"{"compare": {"ignore": ["/timestamp"]}}"#, vec![
+                "mirror.compare.ignore: applies only to JSON bodies; set compare.body to \"json\"".into()]),
+            (r#"{"compare": {"body": "json", "ignore": ["timestamp", ""]}}"#, vec![
+                "mirror.compare.ignore[0]: \"timestamp\" is not a JSON Pointer: it must start with '/' (e.g. \"/timestamp\")".into(),
+                "mirror.compare.ignore[1]: \"\" would ignore the whole body; use compare.body \"none\" to skip body comparison".into()]),
+            (r#"{"compare": {"max_body_bytes": 99999999}}"#, vec![
+                "mirror.compare.max_body_bytes: 99999999 is over the ceiling of 16777216 bytes (16 MiB)".into()]),
+        ];
+        let mut failures = Vec::new();
+        for (mirror, want) in cases {
+            let got = errors_of(mirror);
+            if got != want {
+                failures.push(format!(
+                    "mirror {mirror}\n  want {want:#?}\n  got  {got:#?}"
+                ));
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+}
