@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import copy
 import http.client
+import io
 import json
 import os
 import re
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -80,6 +82,67 @@ class Received(HasHeaders):
 Responder = Callable[[Received], "tuple[int, list[tuple[str, str]], bytes]"]
 
 
+class ResetConnection(Exception):
+    """Raised by a responder: the upstream resets the connection instead of answering."""
+
+
+def fixed(
+    status: int = 200,
+    body: bytes | str | dict | list = b"",
+    headers: list[tuple[str, str]] | None = None,
+) -> Responder:
+    """Always the same answer. A dict or list body is sent as JSON with content-type
+    application/json unless `headers` say otherwise."""
+    hdrs = list(headers or [])
+    if isinstance(body, (dict, list)):
+        payload = json.dumps(body).encode()
+        if not any(n.lower() == "content-type" for n, _ in hdrs):
+            hdrs.append(("content-type", "application/json"))
+    else:
+        payload = body.encode() if isinstance(body, str) else body
+
+    def respond(_req: Received):
+        return status, list(hdrs), payload
+
+    return respond
+
+
+def resetting() -> Responder:
+    """Never answers: reads the request, then resets the connection (TCP RST)."""
+
+    def respond(_req: Received):
+        raise ResetConnection()
+
+    return respond
+
+
+class Delayed:
+    """A responder that waits `seconds` before answering as `then` does.
+
+    `finished` is set each time a delayed answer has been sent back to the handler (so "the
+    canary is still sleeping" is `not finished.is_set()`); `started` is set when a request came
+    in. The wait is on an Event, so `Upstream.stop` (which calls `stop()`) ends it at once.
+    """
+
+    def __init__(self, seconds: float, then: Responder | None = None):
+        self.seconds = seconds
+        self.then = then or fixed(200, {"ok": True})
+        self.started = threading.Event()
+        self.finished = threading.Event()
+        self._wake = threading.Event()
+
+    def __call__(self, req: Received):
+        self.started.set()
+        self._wake.wait(self.seconds)
+        try:
+            return self.then(req)
+        finally:
+            self.finished.set()
+
+    def stop(self) -> None:
+        self._wake.set()
+
+
 class Upstream:
     """An HTTP/1.1 server on a free 127.0.0.1 port that records what it receives.
 
@@ -97,13 +160,31 @@ class Upstream:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _handle(self):
+            def _read_body(self) -> bytes:
+                if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                        if size == 0:
+                            # Trailers, if any, end with an empty line.
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
                 length = int(self.headers.get("content-length") or 0)
-                body = self.rfile.read(length) if length else b""
+                return self.rfile.read(length) if length else b""
+
+            def _handle(self):
+                body = self._read_body()
                 req = Received(self.command, self.path, list(self.headers.items()), body)
                 with upstream._lock:
                     upstream.received.append(req)
-                status, headers, payload = upstream.respond(req)
+                try:
+                    status, headers, payload = upstream.respond(req)
+                except ResetConnection:
+                    self._reset()
+                    return
                 self.send_response(status)
                 for n, v in headers:
                     self.send_header(n, v)
@@ -112,7 +193,17 @@ class Upstream:
                 if self.command != "HEAD":
                     self.wfile.write(payload)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+            def _reset(self):
+                """Close the connection without an answer: SO_LINGER 0 makes close() send an RST."""
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                self.close_connection = True
+                self.rfile.close()
+                self.wfile.close()
+                self.connection.close()
+                # The server still flushes and closes wfile after this request: let it.
+                self.wfile = io.BytesIO()
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = _handle
 
             def log_message(self, *args):
                 pass
@@ -139,6 +230,10 @@ class Upstream:
         return self
 
     def stop(self) -> None:
+        # A responder that sleeps (Delayed) is woken first, so that no handler outlives the test.
+        wake = getattr(self.respond, "stop", None)
+        if wake is not None:
+            wake()
         self._server.shutdown()
         self._server.server_close()
 
@@ -279,6 +374,44 @@ def classifying_envoy_config(
     )
 
 
+MIRROR_TAG_FALLBACKS = [
+    {"tag_name": "decision", "regex": "(decision=\\.=(.*?);\\.;)"},
+    {"tag_name": "result", "regex": "(result=\\.=(.*?);\\.;)"},
+]
+
+
+def mirror_stats_tags() -> list[dict]:
+    """The shipped stats tags, plus the `decision` and `result` rules if envoy.yaml lacks them."""
+    tags = copy.deepcopy(shipped_stats_tags())
+    have = {t.get("tag_name") for t in tags}
+    tags += [copy.deepcopy(t) for t in MIRROR_TAG_FALLBACKS if t["tag_name"] not in have]
+    return tags
+
+
+def mirroring_envoy_config(
+    plugin_config: dict | str | None,
+    primary: Upstream | int,
+    canary: Upstream | int,
+    canary_cluster: bool = True,
+) -> dict:
+    """The filter with `plugin_config`, every route to cluster `primary`, and a static cluster
+    `canary` for the filter's mirror callouts (left out with canary_cluster=False). An int
+    instead of an Upstream is a port (e.g. free_port(), where nothing listens). Histograms are
+    merged every 200 ms, so their `_count` shows up on /stats/prometheus quickly."""
+    port = lambda u: u if isinstance(u, int) else u.port  # noqa: E731
+    clusters = [static_cluster("primary", port(primary))]
+    if canary_cluster:
+        clusters.append(static_cluster("canary", port(canary)))
+    cfg = bootstrap(
+        http_filters=[wasm_filter(plugin_config), ROUTER],
+        routes=[{"match": {"prefix": "/"}, "route": {"cluster": "primary"}}],
+        clusters=clusters,
+        stats_tags=mirror_stats_tags(),
+    )
+    cfg["stats_flush_interval"] = "0.2s"
+    return cfg
+
+
 # ---------------------------------------------------------------------------------------------
 # Envoy
 
@@ -385,11 +518,13 @@ class Envoy:
         body: bytes | None = None,
         timeout: float = 10.0,
     ) -> Response:
-        """One request on a fresh connection. Header values may be bytes (sent as they are)."""
+        """One request on a fresh connection. Header values may be bytes (sent as they are).
+        A `host` in `headers` replaces the default Host (127.0.0.1:port)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.listener_port, timeout=timeout)
         try:
-            conn.putrequest(method, path, skip_accept_encoding=True)
-            items = headers.items() if isinstance(headers, dict) else (headers or [])
+            items = list(headers.items() if isinstance(headers, dict) else (headers or []))
+            has_host = any(n.lower() == "host" for n, _ in items)
+            conn.putrequest(method, path, skip_host=has_host, skip_accept_encoding=True)
             for name, value in items:
                 conn.putheader(name, value)
             if body is not None:
@@ -425,6 +560,74 @@ def prometheus_value(text: str, name: str, labels: dict[str, str]) -> float | No
         if got == labels:
             return float(m.group(3))
     return None
+
+
+def prometheus_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Every sample of `name` as (labels, value)."""
+    out = []
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m and m.group(1) == name:
+            out.append((dict(_LABEL.findall(m.group(2) or "")), float(m.group(3))))
+    return out
+
+
+def counts_by(envoy: "Envoy", name: str, label: str, **where: str) -> dict[str, float]:
+    """The non-zero samples of `name` whose labels include `where`, keyed by `label`'s value
+    (summed over other labels): e.g. counts_by(e, MIRROR_TOTAL, "decision") ->
+    {"mirrored": 3, "not_idempotent": 2}."""
+    out: dict[str, float] = {}
+    for labels, value in prometheus_samples(envoy.prometheus(), name):
+        if value and all(labels.get(k) == v for k, v in where.items()):
+            key = labels.get(label, "")
+            out[key] = out.get(key, 0) + value
+    return out
+
+
+def wait_until(check: Callable[[], object], timeout: float = 10.0, interval: float = 0.05, what: str = ""):
+    """Polls `check` until it returns something truthy (returned) or `timeout` passes
+    (AssertionError naming `what`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = check()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        time.sleep(interval)
+
+
+def wait_for_metric(
+    envoy: "Envoy",
+    name: str,
+    labels: dict[str, str] | None,
+    value: float,
+    timeout: float = 10.0,
+) -> float:
+    """Polls /stats/prometheus until sample `name{labels}` equals `value`. Fails with the
+    filter's samples in the message if it does not within `timeout`, or if it goes past it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = envoy.prometheus()
+        got = prometheus_value(text, name, labels or {})
+        if got == value:
+            return got
+        if (got is not None and got > value) or time.monotonic() >= deadline:
+            ours = "\n".join(l for l in text.splitlines() if l.startswith("progressive_delivery_"))
+            raise AssertionError(f"{name}{labels} is {got}, want {value} (within {timeout}s)\n{ours}")
+        time.sleep(0.05)
+
+
+def wait_for_log(envoy: "Envoy", *parts: str, timeout: float = 10.0) -> str:
+    """Polls Envoy's log for a line containing every one of `parts`; returns the line."""
+
+    def find():
+        return next((line for line in envoy.log().splitlines() if all(p in line for p in parts)), None)
+
+    try:
+        return wait_until(find, timeout, what=f"a log line with {parts!r}")
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{envoy.log()[-5000:]}") from None
 
 
 def run_envoy_validate(config_path: Path) -> subprocess.CompletedProcess:

@@ -73,13 +73,16 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
     "x-method-override",
 ];
 
-/// Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones the copy gets afresh: Envoy sets
-/// `content-length` from the copy's body, and the body is complete, so nothing waits on
-/// `expect: 100-continue`.
-const NOT_COPIED: [&str; 9] = [
+/// Hop-by-hop headers (RFC 9110 section 7.6.1, plus RFC 2616's proxy credentials, which are
+/// for this hop's proxy and not the canary's business) and the ones the copy gets afresh:
+/// Envoy sets `content-length` from the copy's body, and the body is complete, so nothing
+/// waits on `expect: 100-continue`.
+const NOT_COPIED: [&str; 11] = [
     "connection",
     "keep-alive",
     "proxy-connection",
+    "proxy-authorization",
+    "proxy-authenticate",
     "te",
     "trailer",
     "transfer-encoding",
@@ -615,6 +618,7 @@ mod tests {
                 ("connection", "keep-alive, x-hop"),
                 ("x-hop", "1"),
                 ("keep-alive", "5"),
+                ("proxy-authorization", "Basic eA=="),
                 ("transfer-encoding", "chunked"),
                 ("content-length", "3"),
                 ("authorization", "Bearer t"),
