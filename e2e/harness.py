@@ -159,6 +159,9 @@ class Upstream:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; with Nagle on, each answer would
+            # wait out a 40 ms delayed ACK.
+            disable_nagle_algorithm = True
 
             def _read_body(self) -> bytes:
                 if "chunked" in (self.headers.get("transfer-encoding") or "").lower():

@@ -10,6 +10,7 @@ pub const MIRROR_TOTAL: &str = "progressive_delivery_mirror_total";
 pub const COMPARISONS_TOTAL: &str = "progressive_delivery_comparisons_total";
 pub const PRIMARY_DURATION_MS: &str = "progressive_delivery_primary_duration_ms";
 pub const MIRROR_DURATION_MS: &str = "progressive_delivery_mirror_duration_ms";
+pub const MIRRORS_PENDING: &str = "progressive_delivery_mirrors_pending";
 
 /// The label that carries the user class.
 pub const USER_CLASS: &str = "user_class";

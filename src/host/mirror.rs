@@ -73,6 +73,8 @@ pub struct Job {
 
 struct State {
     pending: Pending<Entry>,
+    /// What the pending gauge was last moved to, from this VM.
+    reported_pending: i64,
     /// Callout token to entry.
     tokens: HashMap<u32, EntryId>,
     log_limiter: LogLimiter,
@@ -85,6 +87,9 @@ struct Metrics {
     results: Vec<Option<u32>>,
     primary_ms: Vec<Option<u32>>,
     mirror_ms: Vec<Option<u32>>,
+    /// Gauge of pending mirrors; every worker's VM moves it by its own changes, so it shows
+    /// the sum over workers.
+    pending: Option<u32>,
 }
 
 pub struct Runtime {
@@ -127,6 +132,7 @@ impl Runtime {
             results: Vec::new(),
             primary_ms: Vec::new(),
             mirror_ms: Vec::new(),
+            pending: define(MetricType::Gauge, metric_names::MIRRORS_PENDING.to_string()),
         };
         // Every series exists from the start at 0, so rate() and ratios work from the
         // first scrape instead of from the first event.
@@ -146,6 +152,7 @@ impl Runtime {
         }
         let state = State {
             pending: Pending::new(mirror.max_in_flight),
+            reported_pending: 0,
             tokens: HashMap::new(),
             log_limiter: LogLimiter::new(LOG_BURST, LOG_PER_SECOND),
         };
@@ -189,11 +196,29 @@ impl Runtime {
         }
     }
 
+    /// Moves the pending gauge by what this VM's store changed since the last report.
+    fn report_pending(&self) {
+        let delta = self
+            .with_state(|s| {
+                let now = i64::try_from(s.pending.len()).unwrap_or(i64::MAX);
+                let delta = now.saturating_sub(s.reported_pending);
+                s.reported_pending = now;
+                delta
+            })
+            .unwrap_or_default();
+        if let (Some(id), true) = (self.metrics.pending, delta != 0) {
+            if let Err(status) = hostcalls::increment_metric(id, delta) {
+                debug!("increment_metric failed: {status:?}");
+            }
+        }
+    }
+
     /// Takes a slot for a complete request and queues its copy for the root context.
     /// Counts the decision itself when the request cannot be mirrored (`None`).
     pub fn submit(&self, job: Job) -> Option<EntryId> {
         let class = job.class;
         let submitted = self.try_submit(job);
+        self.report_pending();
         if let Err(decision) = submitted {
             self.count(class, decision);
             if decision == Decision::DispatchFailed {
@@ -373,6 +398,7 @@ impl Runtime {
                 }
             })
             .flatten();
+        self.report_pending();
         if let Some(entry) = done {
             self.conclude(entry);
         }
@@ -398,6 +424,7 @@ impl Runtime {
                 s.pending.remove(id)
             })
             .flatten();
+        self.report_pending();
         if let Some(entry) = done {
             self.conclude(entry);
         }
@@ -415,6 +442,9 @@ impl Runtime {
                 due
             })
             .unwrap_or_default();
+        if !expired.is_empty() {
+            self.report_pending();
+        }
         for (_, mut entry) in expired {
             if entry.canary.is_none() {
                 entry.canary = Some(Err(Verdict::new(
@@ -481,6 +511,19 @@ impl Runtime {
 
     fn class_name(&self, class: ClassId) -> &str {
         self.class_names.get(class).map_or("?", String::as_str)
+    }
+}
+
+impl Drop for Runtime {
+    /// A configuration replaced while mirrors were pending takes its share of the gauge
+    /// with it; those mirrors are never concluded.
+    fn drop(&mut self) {
+        let reported = self.state.get_mut().reported_pending;
+        if let (Some(id), true) = (self.metrics.pending, reported != 0) {
+            if let Err(status) = hostcalls::increment_metric(id, reported.saturating_neg()) {
+                debug!("increment_metric failed: {status:?}");
+            }
+        }
     }
 }
 
