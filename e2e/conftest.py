@@ -3,12 +3,46 @@ Envoy's log when a test fails (also kept under e2e/.logs/)."""
 
 from __future__ import annotations
 
+import collections
 import re
 import sys
 
 import pytest
 
 import harness
+
+# Mirror decisions and comparison results counted by every Envoy of the run, summed: the
+# summary at the end shows which outcomes the suite exercised and how often.
+_TALLY: dict[str, collections.Counter] = {
+    "decision": collections.Counter(),
+    "result": collections.Counter(),
+}
+_TALLIED = {
+    "decision": "progressive_delivery_mirror_total",
+    "result": "progressive_delivery_comparisons_total",
+}
+
+
+def _tally(e: harness.Envoy) -> None:
+    if e.proc is None or e.proc.poll() is not None:
+        return
+    try:
+        text = e.prometheus()
+    except OSError:
+        return
+    for label, metric in _TALLIED.items():
+        for labels, value in harness.prometheus_samples(text, metric):
+            if value:
+                _TALLY[label][labels.get(label, "?")] += int(value)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not any(_TALLY.values()):
+        return
+    terminalreporter.section("mirror outcomes counted by the Envoys of this run")
+    for label, counts in _TALLY.items():
+        line = ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        terminalreporter.write_line(f"{label}: {line} (total {sum(counts.values())})")
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)
@@ -46,6 +80,7 @@ def envoy(request):
 
     yield make
     for e in started:
+        _tally(e)
         e.stop()
     failed = any(
         getattr(request.node, f"rep_{when}", None) is not None

@@ -17,6 +17,7 @@ import re
 import socket
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -143,6 +144,15 @@ class Delayed:
         self._wake.set()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """A client that hangs up first (Envoy giving up on a slow canary) is expected here, not a
+    traceback on stderr."""
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class Upstream:
     """An HTTP/1.1 server on a free 127.0.0.1 port that records what it receives.
 
@@ -211,7 +221,7 @@ class Upstream:
             def log_message(self, *args):
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self._server = _QuietServer(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
