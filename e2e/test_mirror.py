@@ -529,3 +529,28 @@ def test_sustained_load_with_slow_canary_stays_bounded(mirroring):
     growth = loaded - warm
     print(f"Envoy RSS after 800 requests {warm} KiB, after 4000 {loaded} KiB (+{growth} KiB); {got}")
     assert growth < 8 * 1024, f"RSS grew {growth} KiB over 3200 requests"
+
+
+def test_websocket_upgrade_is_not_mirrored(envoy, upstream):
+    """With Envoy configured to pass WebSocket upgrades, the filter sees `upgrade: websocket` on
+    a GET, and a handshake is not a request that may run twice."""
+    primary, canary = upstream("primary", harness.fixed(200, SAME)), upstream("canary", harness.fixed(200, SAME))
+    cfg = harness.mirroring_envoy_config(plugin_config(), primary, canary)
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["upgrade_configs"] = [{"upgrade_type": "websocket"}]
+    e = envoy(cfg)
+    handshake = [
+        ("connection", "Upgrade"),
+        ("upgrade", "websocket"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ]
+    r = e.request("GET", "/api/socket", headers=handshake)
+    assert r.status == 200
+    [got] = primary.take()
+    assert got.header("upgrade") == "websocket", "Envoy passed the upgrade on"
+    wait_for_decisions(e, {"not_idempotent": 1})
+    # A plain GET on the same Envoy is still mirrored, so the copy path was open.
+    assert e.request("GET", "/api/plain").status == 200
+    wait_for_decisions(e, {"not_idempotent": 1, "mirrored": 1})
+    assert [r.path for r in canary.take()] == ["/api/plain"]
