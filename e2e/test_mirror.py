@@ -349,6 +349,7 @@ def test_mirror_failure_is_invisible_to_the_client(mirroring, what, mirror, cana
     line = harness.wait_for_log(e, LOG_PREFIX, "mirror failed", f"result={result}")
     for part in ("GET", "/api/fail", "class=stable"):
         assert part in line, line
+    assert "x=1" not in line, "the query is left out of log lines"
 
     # Envoy keeps serving (and mirroring) afterwards.
     r = e.request("GET", "/api/after")

@@ -527,9 +527,14 @@ impl Drop for Runtime {
     }
 }
 
-/// A path for a log line: lossy UTF-8, control characters escaped, cut at 200 characters.
+/// A path for a log line: without its query (which may carry tokens that do not belong in
+/// logs), lossy UTF-8, control characters escaped, cut at 200 characters.
 pub fn printable_path(path: &[u8]) -> String {
-    let text = String::from_utf8_lossy(path);
+    let end = path
+        .iter()
+        .position(|b| matches!(b, b'?' | b'#'))
+        .unwrap_or(path.len());
+    let text = String::from_utf8_lossy(path.get(..end).unwrap_or_default());
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
         if i >= LOG_PATH_MAX {
