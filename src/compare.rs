@@ -122,10 +122,10 @@ impl BodyCapture {
         }
     }
 
-    /// Whether the next chunk's bytes are needed; when not, [`BodyCapture::skip`] its length
+    /// Whether a next chunk of `len` bytes is kept; when not, [`BodyCapture::skip`] its length
     /// and spare the host the copy.
-    pub fn wants_bytes(&self) -> bool {
-        self.mode != BodyMode::None && self.len <= self.limit
+    pub fn wants(&self, len: usize) -> bool {
+        self.mode != BodyMode::None && self.len.saturating_add(len) <= self.limit
     }
 
     pub fn skip(&mut self, len: usize) {

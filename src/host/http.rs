@@ -11,8 +11,8 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
-use super::mirror::{printable_path, Job};
-use super::root::Plugin;
+use super::mirror::{capture_buffer, printable_path, Job};
+use super::root::{mirror_of, Plugin};
 use crate::classify::ClassId;
 use crate::compare::{Answer, BodyCapture};
 use crate::mirror_policy::Decision;
@@ -110,7 +110,7 @@ impl Http {
         else {
             return;
         };
-        let Some(runtime) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) else {
+        let Some(runtime) = mirror_of(&self.plugin) else {
             return;
         };
         if let Some(id) = runtime.submit(job) {
@@ -129,7 +129,7 @@ impl Http {
         else {
             return;
         };
-        let Some(runtime) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) else {
+        let Some(runtime) = mirror_of(&self.plugin) else {
             return;
         };
         let answer = match (complete, response) {
@@ -199,15 +199,11 @@ impl HttpContext for Http {
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if let MirrorStream::Copying(job) = &mut self.mirror {
-            let limit = self
-                .plugin
-                .as_ref()
-                .and_then(|p| p.mirror.as_ref())
-                .map_or(0, |m| m.config().max_body_bytes);
+            let limit = mirror_of(&self.plugin).map_or(0, |m| m.config().max_body_bytes);
             if job.body.len().saturating_add(body_size) > limit {
                 let class = job.class;
                 self.mirror = MirrorStream::Off;
-                if let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) {
+                if let Some(m) = mirror_of(&self.plugin) {
                     m.count(class, Decision::BodyTooLarge);
                 }
                 return Action::Continue;
@@ -219,7 +215,7 @@ impl HttpContext for Http {
                     debug!("cannot read the request body: {status:?}; not mirrored");
                     let class = job.class;
                     self.mirror = MirrorStream::Off;
-                    if let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) {
+                    if let Some(m) = mirror_of(&self.plugin) {
                         m.count(class, Decision::DispatchFailed);
                     }
                     return Action::Continue;
@@ -248,7 +244,7 @@ impl HttpContext for Http {
             }
         }
         if let MirrorStream::Submitted { response, .. } = &mut self.mirror {
-            let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) else {
+            let Some(m) = mirror_of(&self.plugin) else {
                 return Action::Continue;
             };
             match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
@@ -268,17 +264,7 @@ impl HttpContext for Http {
             ..
         } = &mut self.mirror
         {
-            if capture.wants_bytes() {
-                match hostcalls::get_buffer(BufferType::HttpResponseBody, 0, body_size) {
-                    Ok(chunk) => capture.push(&chunk.unwrap_or_default()),
-                    Err(status) => {
-                        debug!("cannot read the response body: {status:?}");
-                        capture.skip(body_size);
-                    }
-                }
-            } else {
-                capture.skip(body_size);
-            }
+            capture_buffer(capture, BufferType::HttpResponseBody, body_size);
             if end_of_stream {
                 self.primary_done(true);
             }

@@ -366,17 +366,7 @@ impl Runtime {
                     now_ms().saturating_sub(started),
                 );
                 let mut capture = BodyCapture::new(&self.mirror.compare);
-                if capture.wants_bytes() && body_size <= self.mirror.compare.max_body_bytes {
-                    match hostcalls::get_buffer(BufferType::HttpCallResponseBody, 0, body_size) {
-                        Ok(bytes) => capture.push(&bytes.unwrap_or_default()),
-                        Err(status) => {
-                            debug!("cannot read the canary's body: {status:?}");
-                            capture.skip(body_size);
-                        }
-                    }
-                } else {
-                    capture.skip(body_size);
-                }
+                capture_buffer(&mut capture, BufferType::HttpCallResponseBody, body_size);
                 Ok(Answer::from_headers(
                     &self.mirror.compare,
                     &headers,
@@ -525,6 +515,18 @@ impl Drop for Runtime {
             }
         }
     }
+}
+
+/// Feeds `size` bytes of a host buffer to `capture`, copying them out of the host only when
+/// the capture keeps them.
+pub fn capture_buffer(capture: &mut BodyCapture, buffer: BufferType, size: usize) {
+    if capture.wants(size) {
+        match hostcalls::get_buffer(buffer, 0, size) {
+            Ok(bytes) => return capture.push(&bytes.unwrap_or_default()),
+            Err(status) => debug!("cannot read {buffer:?}: {status:?}"),
+        }
+    }
+    capture.skip(size);
 }
 
 /// A path for a log line: without its query (which may carry tokens that do not belong in

@@ -26,6 +26,11 @@ pub struct Plugin {
     pub mirror: Option<Runtime>,
 }
 
+/// The mirror runtime of the current configuration, if it mirrors.
+pub fn mirror_of(plugin: &Option<Rc<Plugin>>) -> Option<&Runtime> {
+    plugin.as_deref()?.mirror.as_ref()
+}
+
 /// Filters log lines in the plugin at the level Envoy logs the `wasm` component, so a `debug!`
 /// on the request path costs no formatting and no host call when Envoy would drop it anyway.
 /// Read on each (re)configuration: the ABI has no callback for later level changes.
@@ -66,7 +71,7 @@ impl Context for Root {
         body_size: usize,
         _num_trailers: usize,
     ) {
-        if let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) {
+        if let Some(m) = mirror_of(&self.plugin) {
             m.on_http_call_response(token_id, body_size);
         }
     }
@@ -156,13 +161,13 @@ impl RootContext for Root {
     }
 
     fn on_queue_ready(&mut self, queue_id: u32) {
-        if let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) {
+        if let Some(m) = mirror_of(&self.plugin) {
             m.on_queue_ready(queue_id);
         }
     }
 
     fn on_tick(&mut self) {
-        if let Some(m) = self.plugin.as_ref().and_then(|p| p.mirror.as_ref()) {
+        if let Some(m) = mirror_of(&self.plugin) {
             m.on_tick();
         }
     }
