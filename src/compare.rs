@@ -62,11 +62,10 @@ impl Outcome {
     }
 
     /// Position in [`Outcome::ALL`], for metric tables.
+    /// The variants are declared in the order of `ALL` (a test holds them to it), so the
+    /// discriminant is the position.
     pub fn index(self) -> usize {
-        Outcome::ALL
-            .iter()
-            .position(|o| *o == self)
-            .unwrap_or_default()
+        self as usize
     }
 }
 
