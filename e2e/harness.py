@@ -406,15 +406,16 @@ def mirroring_envoy_config(
     primary: Upstream | int,
     canary: Upstream | int,
     canary_cluster: bool = True,
+    canary_name: str = "canary",
 ) -> dict:
     """The filter with `plugin_config`, every route to cluster `primary`, and a static cluster
-    `canary` for the filter's mirror callouts (left out with canary_cluster=False). An int
+    `canary_name` for the filter's mirror callouts (left out with canary_cluster=False). An int
     instead of an Upstream is a port (e.g. free_port(), where nothing listens). Histograms are
     merged every 200 ms, so their `_count` shows up on /stats/prometheus quickly."""
     port = lambda u: u if isinstance(u, int) else u.port  # noqa: E731
     clusters = [static_cluster("primary", port(primary))]
     if canary_cluster:
-        clusters.append(static_cluster("canary", port(canary)))
+        clusters.append(static_cluster(canary_name, port(canary)))
     cfg = bootstrap(
         http_filters=[wasm_filter(plugin_config), ROUTER],
         routes=[{"match": {"prefix": "/"}, "route": {"cluster": "primary"}}],

@@ -300,6 +300,27 @@ def test_sampling_by_key_is_sticky_and_follows_the_formula(mirroring, sample_key
     assert (new_mirrored + new_skipped, new_mirrored > 0, new_skipped > 0) == (40, True, True), after
 
 
+def test_every_mirror_metric_names_its_canary_cluster(envoy, upstream):
+    """An Istio cluster name (`|` and dots included) comes out whole as the canary_cluster label
+    of every mirror series, the pending gauge too, so one canary can be picked out in PromQL."""
+    cluster = "outbound|8080||api-canary.shop.svc.cluster.local"
+    p = upstream("primary", harness.fixed(200, SAME))
+    c = upstream("canary", harness.fixed(200, SAME))
+    cfg = {"classification": CLASSIFICATION, "mirror": {"cluster": cluster}}
+    e = envoy(harness.mirroring_envoy_config(cfg, p, c, canary_name=cluster))
+    assert e.request("GET", "/api/labelled").status == 200
+    assert wait_for_results(e, 1) == {"match": 1}
+    assert results(e, canary_cluster=cluster) == {"match": 1}
+    assert decisions(e, canary_cluster=cluster) == {"mirrored": 1}
+    harness.wait_for_metric(e, f"{MIRROR_MS}_count", {"canary_cluster": cluster, "user_class": "stable"}, 1)
+    text = e.prometheus()
+    for name in (MIRROR_TOTAL, COMPARISONS, f"{PRIMARY_MS}_count", f"{MIRROR_MS}_count", PENDING):
+        samples = harness.prometheus_samples(text, name)
+        assert samples, name
+        assert {labels.get("canary_cluster") for labels, _ in samples} == {cluster}, (name, samples[:3])
+    assert [line for line in text.splitlines() if "canary_cluster_" in line] == []
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. A slower canary is still compared
 
@@ -312,8 +333,8 @@ def test_slower_canary_still_compared(mirroring):
     assert wait_for_results(e, 1) == {"match": 1}
     assert decisions(e) == {"mirrored": 1}
     assert results(e, user_class="stable") == {"match": 1}
-    harness.wait_for_metric(e, f"{PRIMARY_MS}_count", {"user_class": "stable"}, 1)
-    harness.wait_for_metric(e, f"{MIRROR_MS}_count", {"user_class": "stable"}, 1)
+    harness.wait_for_metric(e, f"{PRIMARY_MS}_count", {"canary_cluster": "canary", "user_class": "stable"}, 1)
+    harness.wait_for_metric(e, f"{MIRROR_MS}_count", {"canary_cluster": "canary", "user_class": "stable"}, 1)
     assert mirror_lines(e) == []
 
 
@@ -485,7 +506,7 @@ def test_sustained_load_with_slow_canary_stays_bounded(mirroring):
 
     def sample():
         while not stop.is_set():
-            v = e.metric(PENDING)
+            v = e.metric(PENDING, {"canary_cluster": "canary"})
             if v is not None:
                 pending_seen.append(v)
             stop.wait(0.02)
@@ -516,7 +537,7 @@ def test_sustained_load_with_slow_canary_stays_bounded(mirroring):
         sampler.join()
 
     # A gauge, so not wait_for_metric (which treats going past the value as failure).
-    harness.wait_until(lambda: e.metric(PENDING) == 0, 10, what="no mirror pending")
+    harness.wait_until(lambda: e.metric(PENDING, {"canary_cluster": "canary"}) == 0, 10, what="no mirror pending")
     got = decisions(e)
     assert sum(got.values()) == 4000, got
     assert got.get("overloaded", 0) > 0 and got.get("mirrored", 0) > 0, got

@@ -18,6 +18,10 @@ pub const USER_CLASS: &str = "user_class";
 pub const DECISION: &str = "decision";
 /// The label of `COMPARISONS_TOTAL`: how the canary's answer compared.
 pub const RESULT: &str = "result";
+/// The label of every mirror metric: the Envoy cluster mirrored to (`mirror.cluster`). In
+/// Istio that is `outbound|PORT||HOST`, so a query can pick one canary out of a gateway that
+/// mirrors several services, and two plugins in one proxy do not add to each other's series.
+pub const CANARY_CLUSTER: &str = "canary_cluster";
 
 /// One tagged counter name, e.g. `progressive_delivery_requests_total.user_class=.=beta;.;`.
 pub fn tagged(name: &str, tags: &[(&str, &str)]) -> String {
@@ -37,19 +41,38 @@ pub fn requests_total(class: &str) -> String {
     tagged(REQUESTS_TOTAL, &[(USER_CLASS, class)])
 }
 
-/// Mirror decisions per class and decision.
-pub fn mirror_total(class: &str, decision: &str) -> String {
-    tagged(MIRROR_TOTAL, &[(USER_CLASS, class), (DECISION, decision)])
+/// Mirror decisions per canary, class and decision.
+pub fn mirror_total(cluster: &str, class: &str, decision: &str) -> String {
+    tagged(
+        MIRROR_TOTAL,
+        &[
+            (CANARY_CLUSTER, cluster),
+            (USER_CLASS, class),
+            (DECISION, decision),
+        ],
+    )
 }
 
-/// Comparison results per class and result.
-pub fn comparisons_total(class: &str, result: &str) -> String {
-    tagged(COMPARISONS_TOTAL, &[(USER_CLASS, class), (RESULT, result)])
+/// Comparison results per canary, class and result.
+pub fn comparisons_total(cluster: &str, class: &str, result: &str) -> String {
+    tagged(
+        COMPARISONS_TOTAL,
+        &[
+            (CANARY_CLUSTER, cluster),
+            (USER_CLASS, class),
+            (RESULT, result),
+        ],
+    )
 }
 
-/// A per-class histogram.
-pub fn per_class(name: &str, class: &str) -> String {
-    tagged(name, &[(USER_CLASS, class)])
+/// A per-canary, per-class histogram.
+pub fn mirror_histogram(name: &str, cluster: &str, class: &str) -> String {
+    tagged(name, &[(CANARY_CLUSTER, cluster), (USER_CLASS, class)])
+}
+
+/// The pending-mirrors gauge of one canary.
+pub fn mirrors_pending(cluster: &str) -> String {
+    tagged(MIRRORS_PENDING, &[(CANARY_CLUSTER, cluster)])
 }
 
 #[cfg(test)]
@@ -66,17 +89,22 @@ mod tests {
             "progressive_delivery_requests_total.user_class=.=beta;.;"
         );
         assert_eq!(tagged("m", &[("a", "1"), ("b", "2")]), "m.a=.=1;.;b=.=2;.;");
+        let c = "outbound|8080||api-canary.shop.svc.cluster.local";
         assert_eq!(
-            mirror_total("stable", "mirrored"),
-            "progressive_delivery_mirror_total.user_class=.=stable;.;decision=.=mirrored;.;"
+            mirror_total(c, "stable", "mirrored"),
+            "progressive_delivery_mirror_total.canary_cluster=.=outbound|8080||api-canary.shop.svc.cluster.local;.;user_class=.=stable;.;decision=.=mirrored;.;"
         );
         assert_eq!(
-            comparisons_total("beta", "match"),
-            "progressive_delivery_comparisons_total.user_class=.=beta;.;result=.=match;.;"
+            comparisons_total("canary", "beta", "match"),
+            "progressive_delivery_comparisons_total.canary_cluster=.=canary;.;user_class=.=beta;.;result=.=match;.;"
         );
         assert_eq!(
-            per_class(MIRROR_DURATION_MS, "beta"),
-            "progressive_delivery_mirror_duration_ms.user_class=.=beta;.;"
+            mirror_histogram(MIRROR_DURATION_MS, "canary", "beta"),
+            "progressive_delivery_mirror_duration_ms.canary_cluster=.=canary;.;user_class=.=beta;.;"
+        );
+        assert_eq!(
+            mirrors_pending("canary"),
+            "progressive_delivery_mirrors_pending.canary_cluster=.=canary;.;"
         );
     }
 }

@@ -123,6 +123,14 @@ pub(crate) fn compile_mirror(
                 raw.cluster
             ),
         );
+    } else if raw.cluster.contains(';') {
+        err(
+            "mirror.cluster".into(),
+            format!(
+                "{:?} contains ';', which ends a tag in Envoy stat names: the canary_cluster label of the mirror metrics would be cut there",
+                raw.cluster
+            ),
+        );
     }
     if !raw
         .authority_suffix
@@ -463,6 +471,8 @@ mod tests {
                 "mirror.clusetr: unknown field `clusetr`, expected one of `cluster`, `authority_suffix`, `marker_header`, `percent`, `sample_key`, `classes`, `include_paths`, `exclude_paths`, `methods`, `idempotency_key_header`, `timeout_ms`, `max_body_bytes`, `max_in_flight`, `remove_headers`, `compare` at line 1 column 118".into()]),
             (r#"{"cluster": ""}"#, vec![
                 "mirror.cluster: \"\" is not a cluster name; name the Envoy cluster of the canary (in Istio: outbound|PORT||HOST)".into()]),
+            (r#"{"cluster": "a;b"}"#, vec![
+                "mirror.cluster: \"a;b\" contains ';', which ends a tag in Envoy stat names: the canary_cluster label of the mirror metrics would be cut there".into()]),
             (r#"{"authority_suffix": ".shadow host"}"#, vec![
                 "mirror.authority_suffix: \".shadow host\" cannot be part of a host name (letters, digits, '-', '.', '_', '~'; \"\" keeps the authority)".into()]),
             (r#"{"marker_header": "x mirror"}"#, vec![

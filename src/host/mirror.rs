@@ -127,27 +127,30 @@ fn record(id: Option<&Option<u32>>, value: u64) {
 impl Runtime {
     pub fn new(mirror: Mirror, classes: &[Class], queue_id: u32, generation: u32) -> Runtime {
         let class_names: Vec<String> = classes.iter().map(|c| c.name.clone()).collect();
+        let cluster = mirror.cluster.as_str();
         let mut metrics = Metrics {
             decisions: Vec::new(),
             results: Vec::new(),
             primary_ms: Vec::new(),
             mirror_ms: Vec::new(),
-            pending: define(MetricType::Gauge, metric_names::MIRRORS_PENDING.to_string()),
+            pending: define(MetricType::Gauge, metric_names::mirrors_pending(cluster)),
         };
         // Every series exists from the start at 0, so rate() and ratios work from the
         // first scrape instead of from the first event.
         for class in &class_names {
             for d in Decision::ALL {
-                let name = metric_names::mirror_total(class, d.as_str());
+                let name = metric_names::mirror_total(cluster, class, d.as_str());
                 metrics.decisions.push(define(MetricType::Counter, name));
             }
             for o in Outcome::ALL {
-                let name = metric_names::comparisons_total(class, o.as_str());
+                let name = metric_names::comparisons_total(cluster, class, o.as_str());
                 metrics.results.push(define(MetricType::Counter, name));
             }
-            let name = metric_names::per_class(metric_names::PRIMARY_DURATION_MS, class);
+            let name =
+                metric_names::mirror_histogram(metric_names::PRIMARY_DURATION_MS, cluster, class);
             metrics.primary_ms.push(define(MetricType::Histogram, name));
-            let name = metric_names::per_class(metric_names::MIRROR_DURATION_MS, class);
+            let name =
+                metric_names::mirror_histogram(metric_names::MIRROR_DURATION_MS, cluster, class);
             metrics.mirror_ms.push(define(MetricType::Histogram, name));
         }
         let state = State {
