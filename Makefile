@@ -46,12 +46,14 @@ wasm-bindgen-runner:
 	  cargo install --quiet wasm-bindgen-cli --version "=$(WBG_VERSION)" --root $(VENV) --force; \
 	fi
 
-# node runs the wasm-bindgen tests; curl sends the e2e tests' HTTP/2 requests.
+# node runs the wasm-bindgen tests; curl sends the e2e tests' HTTP/2 requests; prometheus
+# runs the Flagger query test. Debian's packages start no service here (no init system).
 system-tools:
 	@missing=""; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
-	if [ -n "$$missing" ]; then apt-get update -qq && apt-get install -y -qq $$missing; fi
+	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 build: toolchain
 	cargo build --release --target wasm32-wasip1

@@ -99,3 +99,27 @@ def envoy(request):
 @pytest.fixture
 def primary_and_canary(upstream):
     return {"primary": upstream("primary"), "canary": upstream("canary")}
+
+
+@pytest.fixture
+def prometheus(request):
+    """`prometheus(targets)` starts a real Prometheus scraping each `host:port` target's
+    /stats/prometheus every second; stopped after the test, its log printed if it failed."""
+    import prometheus as prom
+
+    started: list[prom.Prometheus] = []
+
+    def make(targets: list[str], **kw) -> prom.Prometheus:
+        p = prom.Prometheus(targets, **kw)
+        started.append(p)
+        return p.start()
+
+    yield make
+    failed = any(
+        getattr(request.node, f"rep_{when}", None) is not None and getattr(request.node, f"rep_{when}").failed
+        for when in ("setup", "call")
+    )
+    for p in started:
+        if failed:
+            sys.stderr.write(f"\n===== prometheus log ({request.node.name}) =====\n{p.log()}\n")
+        p.stop()

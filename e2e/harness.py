@@ -9,6 +9,7 @@ they get, so tests assert on what each upstream received, not only on what the c
 from __future__ import annotations
 
 import copy
+import hashlib
 import http.client
 import io
 import json
@@ -34,6 +35,13 @@ ENVOY_BIN = Path(os.environ.get("ENVOY_BIN", REPO / ".venv" / "bin" / "envoy"))
 WASM = Path(os.environ.get("PD_WASM", REPO / "dist" / "progressive_delivery.wasm"))
 SHIPPED_ENVOY_YAML = REPO / "envoy.yaml"
 LOG_DIR = REPO / "e2e" / ".logs"
+
+
+def bucket(seed: str, key: str) -> int:
+    """The documented bucket formula (README: "Sticky cohorts"), computed independently of the
+    filter: SHA-256 of "seed:key", first 8 bytes big-endian, modulo 10000. Mirror sampling
+    uses it with the seed "mirror"."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") % 10000
 
 
 def free_port() -> int:

@@ -4,7 +4,6 @@ per-class counter shows on /stats/prometheus."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
@@ -33,10 +32,7 @@ ISSUE_EXAMPLE = {
 TO_CANARY = {"beta": "canary", "insider": "canary", "cohort": "canary"}
 
 
-def bucket_of(seed: str, uid: str) -> int:
-    """The documented bucket formula, computed independently of the filter."""
-    digest = hashlib.sha256(f"{seed}:{uid}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 10000
+bucket_of = harness.bucket
 
 
 def ids(seed: str, basis_points: int, inside: bool, n: int) -> list[str]:

@@ -9,7 +9,6 @@ answers are in, so tests poll the metrics with a deadline instead of sleeping.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import subprocess
@@ -94,8 +93,7 @@ def mirror_lines(e: harness.Envoy) -> list[str]:
 
 
 def sample_bucket(key: str) -> int:
-    """The documented sampling formula, computed independently of the filter."""
-    return int.from_bytes(hashlib.sha256(f"mirror:{key}".encode()).digest()[:8], "big") % 10000
+    return harness.bucket("mirror", key)
 
 
 # ---------------------------------------------------------------------------------------------
