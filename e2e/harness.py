@@ -4,6 +4,7 @@ front of real HTTP upstreams on free loopback ports.
 Start Envoy with any bootstrap (`Envoy(config).start()`), or build one from parts
 (`bootstrap`, `wasm_filter`, `class_routes`, `static_cluster`). Upstreams record every request
 they get, so tests assert on what each upstream received, not only on what the client saw.
+`Registry` runs a local OCI registry and `run_make` a make target, for the image's tests.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import io
 import json
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -273,10 +275,12 @@ def wasm_filter(
     plugin_config: dict | str | None,
     *,
     wasm: Path | str = WASM,
+    code: dict | None = None,
     failure_policy: str = "FAIL_CLOSED",
 ) -> dict:
     """The `envoy.filters.http.wasm` filter running progressive-delivery with `plugin_config`
-    (a dict is sent as JSON, a str as is, None leaves `configuration` out)."""
+    (a dict is sent as JSON, a str as is, None leaves `configuration` out). The module is the
+    local file `wasm`, or `code` when given (an AsyncDataSource, e.g. `remote_code(...)`)."""
     config: dict = {
         "name": "progressive-delivery",
         "root_id": "progressive-delivery",
@@ -284,7 +288,7 @@ def wasm_filter(
         "vm_config": {
             "vm_id": "progressive-delivery",
             "runtime": "envoy.wasm.runtime.v8",
-            "code": {"local": {"filename": str(wasm)}},
+            "code": code if code is not None else {"local": {"filename": str(wasm)}},
         },
     }
     if plugin_config is not None:
@@ -299,6 +303,22 @@ def wasm_filter(
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": config,
         },
+    }
+
+
+def remote_code(uri: str, cluster: str, sha256: str, retries: int = 0) -> dict:
+    """vm_config.code fetching the module over HTTP from `uri` through Envoy's `cluster`, loaded
+    only if its SHA-256 is `sha256` (hex). Retries back off 50 ms at most, so a test that expects
+    the load to fail does not wait out Envoy's default back-off."""
+    return {
+        "remote": {
+            "http_uri": {"uri": uri, "cluster": cluster, "timeout": "5s"},
+            "sha256": sha256,
+            "retry_policy": {
+                "num_retries": retries,
+                "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.05s"},
+            },
+        }
     }
 
 
@@ -463,6 +483,8 @@ class Envoy:
     name: str = "envoy"
     concurrency: int = 2
     log_level: str = "info"
+    # Envoy's --component-log-level, e.g. "config:debug" for one logger's detail.
+    component_log_level: str = ""
     listener_port: int = 0
     admin_port: int = 0
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="pd-e2e-")))
@@ -503,6 +525,7 @@ class Envoy:
                 "--concurrency", str(self.concurrency),
                 "-l", self.log_level,
                 "--drain-time-s", "0",
+                *(["--component-log-level", self.component_log_level] if self.component_log_level else []),
             ],
             stdout=logf,
             stderr=subprocess.STDOUT,
@@ -659,4 +682,82 @@ def run_envoy_validate(config_path: Path) -> subprocess.CompletedProcess:
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Registry and make
+
+
+class Registry:
+    """Debian's `docker-registry serve` (the CNCF distribution registry) on a free 127.0.0.1
+    port, plain HTTP, no auth, storing in a temporary directory that `stop` removes."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.host = f"127.0.0.1:{self.port}"
+        self.workdir = Path(tempfile.mkdtemp(prefix="pd-registry-"))
+        self.log_path = self.workdir / "registry.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 20.0) -> "Registry":
+        config = {
+            "version": 0.1,
+            "log": {"level": "info", "accesslog": {"disabled": False}},
+            "storage": {"filesystem": {"rootdirectory": str(self.workdir / "storage")}},
+            "http": {"addr": self.host},
+        }
+        config_path = self.workdir / "config.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        with open(self.log_path, "wb") as logf:
+            self.proc = subprocess.Popen(
+                ["docker-registry", "serve", str(config_path)], stdout=logf, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"registry exited with {self.proc.returncode}\n{self.log()}")
+            try:
+                if self.get("/v2/")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"registry not ready after {timeout}s\n{self.log()}")
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        """GET on the registry API: (status, headers with lowercase names, body)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+        finally:
+            conn.close()
+
+    def log(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        shutil.rmtree(self.workdir / "storage", ignore_errors=True)
+
+
+def run_make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`make ARGS` in the repository, as a user types it. The make running the tests (make e2e)
+    leaves its flags and level in the environment; they are dropped so that this make behaves
+    the same whether pytest was started by make or by hand."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    return subprocess.run(
+        ["make", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
