@@ -458,6 +458,39 @@ def mirroring_envoy_config(
 # Envoy
 
 
+def stop_process(proc: subprocess.Popen | None) -> None:
+    """SIGTERM, then SIGKILL after 10 s."""
+    if proc and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_ready(proc: subprocess.Popen, ready: Callable[[], bool], what: str, log: Callable[[], str], timeout: float) -> None:
+    """Polls `ready()` until it is true; fails with `what`'s log if the process exits or the
+    time runs out (then it is stopped)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}\n{log()}")
+        try:
+            if ready():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    stop_process(proc)
+    raise TimeoutError(f"{what} not ready after {timeout}s\n{log()}")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=1) as r:
+        return r.status == 200
+
+
 class EnvoyExited(Exception):
     def __init__(self, returncode: int, log: str):
         super().__init__(f"envoy exited with {returncode}")
@@ -532,28 +565,15 @@ class Envoy:
             cwd=REPO,
         )
         logf.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise EnvoyExited(self.proc.returncode, self.log())
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"envoy not ready after {timeout}s\n{self.log()}")
+        try:
+            wait_ready(self.proc, lambda: http_ok(f"http://127.0.0.1:{self.admin_port}/ready"), "envoy", self.log, timeout)
+        except RuntimeError:
+            # Tests tell a refused config by this exception and its exit code.
+            raise EnvoyExited(self.proc.returncode, self.log()) from None
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
     def request(
         self,
@@ -713,18 +733,8 @@ class Registry:
             self.proc = subprocess.Popen(
                 ["docker-registry", "serve", str(config_path)], stdout=logf, stderr=subprocess.STDOUT
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"registry exited with {self.proc.returncode}\n{self.log()}")
-            try:
-                if self.get("/v2/")[0] == 200:
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise TimeoutError(f"registry not ready after {timeout}s\n{self.log()}")
+        wait_ready(self.proc, lambda: self.get("/v2/")[0] == 200, "registry", self.log, timeout)
+        return self
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
         """GET on the registry API: (status, headers with lowercase names, body)."""
@@ -743,13 +753,7 @@ class Registry:
             return ""
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         shutil.rmtree(self.workdir / "storage", ignore_errors=True)
 
 

@@ -7,7 +7,6 @@ import json
 import shutil
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -40,30 +39,20 @@ class Prometheus:
         }
         (self.workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
         self.log_path = self.workdir / "prometheus.log"
-        self.proc = subprocess.Popen(
-            [
-                PROMETHEUS_BIN,
-                f"--config.file={self.workdir / 'prometheus.yml'}",
-                f"--storage.tsdb.path={self.workdir / 'data'}",
-                f"--web.listen-address=127.0.0.1:{self.port}",
-                "--log.level=info",
-            ],
-            stdout=open(self.log_path, "wb"),
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prometheus exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"prometheus not ready within {timeout}s:\n{self.log()}")
-            time.sleep(0.1)
+        with open(self.log_path, "wb") as logf:
+            self.proc = subprocess.Popen(
+                [
+                    PROMETHEUS_BIN,
+                    f"--config.file={self.workdir / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=info",
+                ],
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+            )
+        harness.wait_ready(self.proc, lambda: harness.http_ok(f"http://127.0.0.1:{self.port}/-/ready"), "prometheus", self.log, timeout)
+        return self
 
     def log(self) -> str:
         try:
@@ -72,13 +61,7 @@ class Prometheus:
             return ""
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        harness.stop_process(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def query(self, promql: str) -> list[dict]:
