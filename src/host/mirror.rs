@@ -7,7 +7,7 @@
 //! `on_http_call_response` sees every reply, whenever it comes.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, UNIX_EPOCH};
 
 use log::{debug, info, warn};
@@ -77,6 +77,13 @@ struct State {
     reported_pending: i64,
     /// Callout token to entry.
     tokens: HashMap<u32, EntryId>,
+    /// Copies waiting for the root context to dispatch them, oldest first.
+    undispatched: VecDeque<EntryId>,
+    /// A wake-up is on the shared queue and the root context has not drained it yet: further
+    /// copies only join `undispatched`. Under load one queue hop then carries many copies
+    /// instead of one each, and the hop (a post to the worker's event loop and a call into
+    /// the VM) was the largest cost of a mirror.
+    wake_queued: bool,
     log_limiter: LogLimiter,
 }
 
@@ -157,6 +164,8 @@ impl Runtime {
             pending: Pending::new(mirror.max_in_flight),
             reported_pending: 0,
             tokens: HashMap::new(),
+            undispatched: VecDeque::new(),
+            wake_queued: false,
             log_limiter: LogLimiter::new(LOG_BURST, LOG_PER_SECOND),
         };
         Runtime {
@@ -221,7 +230,6 @@ impl Runtime {
     pub fn submit(&self, job: Job) -> Option<EntryId> {
         let class = job.class;
         let submitted = self.try_submit(job);
-        self.report_pending();
         if let Err(decision) = submitted {
             self.count(class, decision);
             if decision == Decision::DispatchFailed {
@@ -257,49 +265,57 @@ impl Runtime {
             canary: None,
         };
         let deadline = now.saturating_add(u64::from(self.mirror.timeout_ms));
-        let id = self
-            .with_state(|s| s.pending.insert(entry, deadline).ok())
+        let (id, wake) = self
+            .with_state(|s| {
+                let id = s.pending.insert(entry, deadline).ok()?;
+                s.undispatched.push_back(id);
+                let wake = !s.wake_queued;
+                s.wake_queued = true;
+                Some((id, wake))
+            })
             .flatten()
             .ok_or(Decision::Overloaded)?;
-        let mut message = [0u8; 12];
-        for (dst, src) in message.iter_mut().zip(
-            self.generation
-                .to_le_bytes()
-                .iter()
-                .chain(id.to_le_bytes().iter()),
-        ) {
-            *dst = *src;
+        if !wake {
+            return Ok(id);
         }
-        if let Err(status) = hostcalls::enqueue_shared_queue(self.queue_id, Some(&message)) {
+        if let Err(status) =
+            hostcalls::enqueue_shared_queue(self.queue_id, Some(&self.generation.to_le_bytes()))
+        {
             warn!("cannot queue a mirror: {status:?}");
-            self.with_state(|s| s.pending.remove(id));
+            self.with_state(|s| {
+                s.wake_queued = false;
+                s.undispatched.retain(|queued| *queued != id);
+                s.pending.remove(id);
+            });
             return Err(Decision::DispatchFailed);
         }
         Ok(id)
     }
 
-    /// Root context: dispatches every queued copy.
+    /// Root context: dispatches every copy waiting, whatever the wake-ups on the queue say
+    /// (they only bring the root context here; one from a replaced configuration is harmless).
     pub fn on_queue_ready(&self, queue_id: u32) {
         if queue_id != self.queue_id {
             return;
         }
         loop {
             match hostcalls::dequeue_shared_queue(queue_id) {
-                Ok(Some(message)) => {
-                    let generation = message.get(..4).and_then(|b| b.try_into().ok());
-                    let id = message.get(4..12).and_then(|b| b.try_into().ok());
-                    if let (Some(g), Some(id)) = (generation, id) {
-                        if u32::from_le_bytes(g) == self.generation {
-                            self.dispatch(u64::from_le_bytes(id));
-                        }
-                    }
-                }
-                Ok(None) => return,
+                Ok(Some(_)) => {}
+                Ok(None) => break,
                 Err(status) => {
                     debug!("dequeue failed: {status:?}");
-                    return;
+                    break;
                 }
             }
+        }
+        let ready = self
+            .with_state(|s| {
+                s.wake_queued = false;
+                std::mem::take(&mut s.undispatched)
+            })
+            .unwrap_or_default();
+        for id in ready {
+            self.dispatch(id);
         }
     }
 
@@ -391,7 +407,6 @@ impl Runtime {
                 }
             })
             .flatten();
-        self.report_pending();
         if let Some(entry) = done {
             self.conclude(entry);
         }
@@ -417,7 +432,6 @@ impl Runtime {
                 s.pending.remove(id)
             })
             .flatten();
-        self.report_pending();
         if let Some(entry) = done {
             self.conclude(entry);
         }
@@ -435,9 +449,9 @@ impl Runtime {
                 due
             })
             .unwrap_or_default();
-        if !expired.is_empty() {
-            self.report_pending();
-        }
+        // The gauge moves here only, once a tick, not by two metric updates per mirror: a
+        // pending count is read at scrape intervals, far longer than the tick.
+        self.report_pending();
         for (_, mut entry) in expired {
             if entry.canary.is_none() {
                 entry.canary = Some(Err(Verdict::new(

@@ -1,0 +1,536 @@
+"""`make bench`: the filter side by side with no filter, a filter that does nothing, and Envoy's
+own mirroring, on this machine, in one run.
+
+Every scenario is an Envoy (`--concurrency 1`) in front of the same upstream: another Envoy
+whose `direct_response` listeners answer a fixed 2 KB JSON body, one as the primary and one as
+the canary (cheap and native, so the upstream is not what is measured). h2load drives each
+scenario over HTTP/1.1 and HTTP/2 at saturation (req/s) and at a light fixed rate (latency,
+p50 and p99 from h2load's per-request log). Rounds interleave the scenarios, each round in a
+different order, so machine noise falls on all of them alike; the table shows medians over
+rounds and the ratios the targets are stated in. A last run holds a canary slower than the
+filter's timeout for 60 s and samples Envoy's RSS.
+
+    .venv/bin/python bench/run.py [--rounds N] [--seconds S] [--rss-seconds S] [--out FILE]
+
+Results go to bench/results.json (every run, the medians, ratios and targets) and the table
+to stdout. Numbers are only comparable within one run: these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "e2e"))
+
+import harness  # noqa: E402
+
+NOOP_WASM = REPO / "target" / "noop" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
+SCENARIOS = ["none", "noop", "native_mirror", "classify", "mirror_bytes", "mirror_json"]
+PROTOCOLS = ["h1", "h2"]
+H2LOAD = shutil.which("h2load") or "h2load"
+
+# The request every scenario serves: a realistic cookie header and user agent, so the
+# classification rules have something to read.
+PATH = "/api/items?page=2&sort=price"
+REQUEST_HEADERS = [
+    ("cookie", "session=4f2a9c1e7b3d4a5f8e6c2b1a0d9e8f7c; uid=user-4242; theme=dark; consent=analytics,ads; _ga=GA1.2.123456789.1700000000"),
+    ("user-agent", "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"),
+    ("accept", "application/json"),
+]
+
+# Five rules, one of each kind, the matching one last so every rule is evaluated.
+CLASSIFICATION = {
+    "header": "x-user-class",
+    "default_class": "stable",
+    "rules": [
+        {"class": "insider", "header": {"name": "x-employee", "exact": "true"}},
+        {"class": "beta", "cookie": {"name": "beta_opt_in", "exact": "true"}},
+        {"class": "chrome", "header": {"name": "user-agent", "regex": ".*Chrome/1[0-9]{2}\\..*"}},
+        {"class": "preview", "query": {"name": "preview", "present": True}},
+        {"class": "cohort", "bucket": {"cookie": "uid", "percent": 50, "seed": "bench"}},
+    ],
+    "features_header": "x-features",
+    "features": {"beta": ["new-checkout"], "cohort": ["new-checkout"]},
+}
+
+
+def upstream_body(timestamp: int = 1700000000, request_id: str = "r-0001") -> bytes:
+    """A 2 KB JSON document. The canary of mirror_json answers with another timestamp and
+    request id, the two ignored fields: its bodies differ in bytes, so the comparison has to
+    parse and walk both, as it would in production; everywhere else the bodies are identical."""
+    items = [{"id": i, "sku": f"SKU-{i:05d}", "name": f"Item number {i}", "price": 10 + i * 0.25, "tags": ["a", "b"]} for i in range(20)]
+    doc = {"account": "andrew", "currency": "EUR", "items": items, "timestamp": timestamp, "request_id": request_id}
+    body = json.dumps(doc).encode()
+    assert 1900 <= len(body) <= 2200, len(body)
+    return body
+
+
+def plugin_config(scenario: str) -> dict | None:
+    if scenario == "classify":
+        return {"classification": CLASSIFICATION}
+    if scenario in ("mirror_bytes", "mirror_json"):
+        compare = {"headers": ["content-type"], "body": "bytes"}
+        if scenario == "mirror_json":
+            compare = {"headers": ["content-type"], "body": "json", "ignore": ["/timestamp", "/request_id"]}
+        return {
+            "classification": CLASSIFICATION,
+            "mirror": {"cluster": "canary", "methods": ["GET"], "percent": 100, "compare": compare},
+        }
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Envoys
+
+
+def direct_response_listener(name: str, port: int, body: bytes, delay: str | None = None) -> dict:
+    filters = []
+    if delay:
+        filters.append(
+            {
+                "name": "envoy.filters.http.fault",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault",
+                    "delay": {"fixed_delay": delay, "percentage": {"numerator": 100, "denominator": "HUNDRED"}},
+                    "max_active_faults": 100000,
+                },
+            }
+        )
+    filters.append(harness.ROUTER)
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": name,
+                            "codec_type": "AUTO",
+                            "route_config": {
+                                "virtual_hosts": [
+                                    {
+                                        "name": name,
+                                        "domains": ["*"],
+                                        "routes": [
+                                            {
+                                                "match": {"prefix": "/"},
+                                                "direct_response": {"status": 200, "body": {"inline_string": body.decode()}},
+                                                "response_headers_to_add": [
+                                                    {"header": {"key": "content-type", "value": "application/json"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+                                                ],
+                                            }
+                                        ],
+                                    }
+                                ]
+                            },
+                            "http_filters": filters,
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+@dataclass
+class Upstreams:
+    primary: int = field(default_factory=harness.free_port)
+    canary: int = field(default_factory=harness.free_port)
+    canary_json: int = field(default_factory=harness.free_port)
+    slow_canary: int = field(default_factory=harness.free_port)
+
+    def config(self, slow_delay: str) -> dict:
+        body = upstream_body()
+        cfg = harness.bootstrap(http_filters=[harness.ROUTER], routes=[], clusters=[])
+        cfg["static_resources"]["listeners"] = [
+            direct_response_listener("primary", self.primary, body),
+            direct_response_listener("canary", self.canary, body),
+            direct_response_listener("canary_json", self.canary_json, upstream_body(1700000042, "r-9999")),
+            direct_response_listener("slow_canary", self.slow_canary, body, delay=slow_delay),
+        ]
+        return cfg
+
+
+def scenario_config(scenario: str, up: Upstreams, canary_port: int | None = None, timeout_ms: int | None = None) -> dict:
+    route: dict = {"cluster": "primary", "timeout": "10s"}
+    if scenario == "native_mirror":
+        route["request_mirror_policies"] = [{"cluster": "canary"}]
+    filters = []
+    if scenario == "noop":
+        filters.append(harness.wasm_filter(None, wasm=NOOP_WASM))
+    elif scenario != "none" and scenario != "native_mirror":
+        cfg = plugin_config(scenario)
+        if cfg is not None and timeout_ms is not None:
+            cfg["mirror"]["timeout_ms"] = timeout_ms
+        filters.append(harness.wasm_filter(cfg, failure_policy="FAIL_RELOAD"))
+    filters.append(harness.ROUTER)
+    if canary_port is None:
+        canary_port = up.canary_json if scenario == "mirror_json" else up.canary
+    clusters = [harness.static_cluster("primary", up.primary), harness.static_cluster("canary", canary_port)]
+    cfg = harness.bootstrap(
+        http_filters=filters,
+        routes=[{"match": {"prefix": "/"}, "route": route}],
+        clusters=clusters,
+        stats_tags=harness.mirror_stats_tags(),
+    )
+    return cfg
+
+
+def start_envoy(config: dict, name: str) -> harness.Envoy:
+    e = harness.Envoy(config, name=name, concurrency=1, log_level="warning")
+    return e.start()
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+@dataclass
+class Run:
+    scenario: str
+    protocol: str
+    load: str  # "saturation" or "light"
+    round: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    # Envoy's CPU time (user + system) per request over the run, in microseconds: robust to
+    # the load generator and other processes competing for the cores, unlike req/s.
+    cpu_us: float
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    k = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[k]
+
+
+def h2load(port: int, protocol: str, load: str, seconds: float, light_rps: int) -> tuple[float, list[float], int, int]:
+    """Runs h2load; returns (req/s, per-request latencies in ms, requests, non-2xx)."""
+    with tempfile.NamedTemporaryFile(prefix="pd-h2load-", suffix=".log", delete=False) as f:
+        log_path = f.name
+    args = [H2LOAD, f"http://127.0.0.1:{port}{PATH}", "-t", "1", f"--duration={seconds:g}", "--warm-up-time=1", f"--log-file={log_path}"]
+    for name, value in REQUEST_HEADERS:
+        args += ["-H", f"{name}: {value}"]
+    if protocol == "h1":
+        args.append("--h1")
+    if load == "saturation":
+        args += ["-c", "32"] if protocol == "h1" else ["-c", "4", "-m", "32"]
+    else:
+        # A fixed rate well below saturation, as Envoy's benchmarking guide asks for latency.
+        clients = 4
+        args += ["-c", str(clients), "-m", "1", f"--rps={light_rps // clients}"]
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=seconds + 60)
+        if out.returncode != 0:
+            raise RuntimeError(f"h2load failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+        m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out.stdout)
+        codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out.stdout)
+        done = re.search(r"requests: \d+ total, \d+ started, (\d+) done", out.stdout)
+        if not (m and codes and done):
+            raise RuntimeError(f"cannot read h2load's summary:\n{out.stdout}")
+        latencies = []
+        with open(log_path) as log:
+            for line in log:
+                parts = line.split()
+                if len(parts) == 3:
+                    latencies.append(int(parts[2]) / 1000.0)
+        non_2xx = sum(int(codes.group(i)) for i in (2, 3, 4))
+        return float(m.group(1)), latencies, int(done.group(1)), non_2xx
+    finally:
+        os.unlink(log_path)
+
+
+def pending_mirrors(e: harness.Envoy) -> float:
+    return sum(v for _, v in harness.prometheus_samples(e.prometheus(), "progressive_delivery_mirrors_pending"))
+
+
+def drain(e: harness.Envoy, timeout: float = 30) -> None:
+    """Waits until the filter has no mirror pending, so one run's mirrors do not load the next."""
+    deadline = time.monotonic() + timeout
+    while pending_mirrors(e) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+# ---------------------------------------------------------------------------------------------
+# Report
+
+
+def machine() -> dict:
+    cpu = ""
+    try:
+        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "")
+    except OSError:
+        pass
+    envoy_version = subprocess.run([str(harness.ENVOY_BIN), "--version"], capture_output=True, text=True).stdout.strip().split("version:")[-1].strip()
+    h2 = subprocess.run([H2LOAD, "--version"], capture_output=True, text=True).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "envoy": envoy_version,
+        "h2load": h2,
+        "date": time.strftime("%Y-%m-%d", time.gmtime()),
+    }
+
+
+def medians(runs: list[Run]) -> dict:
+    out: dict = {}
+    for r in runs:
+        key = (r.scenario, r.protocol, r.load)
+        out.setdefault(key, []).append(r)
+    result: dict = {}
+    for (s, p, l), rs in out.items():
+        result.setdefault(s, {}).setdefault(p, {})[l] = {
+            "rps": statistics.median(x.rps for x in rs),
+            "p50_ms": statistics.median(x.p50_ms for x in rs),
+            "p99_ms": statistics.median(x.p99_ms for x in rs),
+            "cpu_us": statistics.median(x.cpu_us for x in rs),
+            "rounds": len(rs),
+        }
+    return result
+
+
+def ratios(med: dict) -> dict:
+    out = {}
+    for p in PROTOCOLS:
+        sat = lambda s: med[s][p]["saturation"]["rps"]  # noqa: E731
+        light = lambda s: med[s][p]["light"]  # noqa: E731
+        out[p] = {
+            "classify/noop req/s": sat("classify") / sat("noop"),
+            "noop/none req/s": sat("noop") / sat("none"),
+            "mirror_bytes/native_mirror req/s": sat("mirror_bytes") / sat("native_mirror"),
+            "mirror_json/native_mirror req/s": sat("mirror_json") / sat("native_mirror"),
+            "p99 light mirror_bytes/native_mirror": light("mirror_bytes")["p99_ms"] / light("native_mirror")["p99_ms"],
+            "CPU/request light mirror_bytes/native_mirror": light("mirror_bytes")["cpu_us"] / light("native_mirror")["cpu_us"],
+            "CPU/request light classify/noop": light("classify")["cpu_us"] / light("noop")["cpu_us"],
+        }
+    return out
+
+
+def targets(rat: dict, wasm_bytes: int, rss: dict) -> list[dict]:
+    out = []
+    for p in PROTOCOLS:
+        r = rat[p]
+        out += [
+            {"target": f"{p}: classify/noop req/s >= 0.97", "value": r["classify/noop req/s"], "met": r["classify/noop req/s"] >= 0.97},
+            {"target": f"{p}: mirror_bytes/native_mirror req/s >= 1.0", "value": r["mirror_bytes/native_mirror req/s"], "met": r["mirror_bytes/native_mirror req/s"] >= 1.0},
+            {"target": f"{p}: mirror_json/native_mirror req/s >= 0.9", "value": r["mirror_json/native_mirror req/s"], "met": r["mirror_json/native_mirror req/s"] >= 0.9},
+            {"target": f"{p}: p99 at light load mirror_bytes <= 1.1x native_mirror", "value": r["p99 light mirror_bytes/native_mirror"], "met": r["p99 light mirror_bytes/native_mirror"] <= 1.1},
+        ]
+    out.append({"target": "wasm size <= 300 KB (300,000 bytes)", "value": wasm_bytes, "met": wasm_bytes <= 300_000})
+    out.append({"target": "RSS growth in the slow-canary run < 20 MB", "value": rss["growth_kib"], "met": rss["growth_kib"] < 20 * 1024})
+    out.append({"target": "RSS flat in the second half (< 1 MB)", "value": rss["second_half_growth_kib"], "met": rss["second_half_growth_kib"] < 1024})
+    return out
+
+
+def table(med: dict, rat: dict, tg: list[dict], rss: dict, wasm_bytes: int, info: dict, args) -> str:
+    lines = [
+        f"Machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}; Envoy {info['envoy']}; {info['h2load']}; {info['date']}.",
+        f"Envoy --concurrency 1; {args.rounds} interleaved rounds of {args.seconds:g} s per run; medians. "
+        f"Saturation: h1 32 connections, h2 4 connections x 32 streams. Light: {args.light_rps} req/s fixed (4 connections).",
+        "",
+        "| scenario | proto | req/s (saturation) | p50 ms (light) | p99 ms (light) | Envoy CPU µs/req (light) | p99 ms (saturation) |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for s in SCENARIOS:
+        for p in PROTOCOLS:
+            sat, light = med[s][p]["saturation"], med[s][p]["light"]
+            lines.append(
+                f"| {s} | {p} | {sat['rps']:.0f} | {light['p50_ms']:.3f} | {light['p99_ms']:.3f} | {light['cpu_us']:.0f} | {sat['p99_ms']:.2f} |"
+            )
+    lines += ["", "| ratio | h1 | h2 |", "|---|---:|---:|"]
+    for k in rat["h1"]:
+        lines.append(f"| {k} | {rat['h1'][k]:.3f} | {rat['h2'][k]:.3f} |")
+    lines += [
+        "",
+        f"wasm: {wasm_bytes} bytes. Slow canary ({rss['canary_delay']} delay, timeout_ms {rss['timeout_ms']}, {rss['rps']} req/s for {rss['seconds']} s): "
+        f"RSS {rss['series_kib'][0]} -> {rss['series_kib'][-1]} KiB (+{rss['growth_kib']} KiB; second half +{rss['second_half_growth_kib']} KiB); "
+        f"decisions {rss['decisions']}; results {rss['results']}.",
+        "",
+        "| target | value | met |",
+        "|---|---:|---|",
+    ]
+    for t in tg:
+        v = t["value"]
+        lines.append(f"| {t['target']} | {v:.3f} | {'yes' if t['met'] else '**no**'} |" if isinstance(v, float) else f"| {t['target']} | {v} | {'yes' if t['met'] else '**no**'} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def slow_canary_rss(up: Upstreams, seconds: float, rps: int, timeout_ms: int, delay: str) -> dict:
+    """mirror_bytes against a canary that answers after `delay`, longer than `timeout_ms`: every
+    mirror times out, pending mirrors sit at the bound, and Envoy's RSS is sampled every 5 s."""
+    e = start_envoy(scenario_config("mirror_bytes", up, canary_port=up.slow_canary, timeout_ms=timeout_ms), "rss")
+    try:
+        args = [H2LOAD, f"http://127.0.0.1:{e.listener_port}{PATH}", "--h1", "-t", "1", "-c", "4", "-m", "1", f"--rps={rps // 4}", f"--duration={seconds:g}"]
+        for name, value in REQUEST_HEADERS:
+            args += ["-H", f"{name}: {value}"]
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        series = []
+        start = time.monotonic()
+        while proc.poll() is None:
+            series.append(rss_kib(e.proc.pid))
+            time.sleep(max(0.0, 5.0 - ((time.monotonic() - start) % 5.0)))
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"h2load failed:\n{out}\n{err}")
+        series.append(rss_kib(e.proc.pid))
+        drain(e, timeout=10)
+        decisions = harness.counts_by(e, "progressive_delivery_mirror_total", "decision")
+        results = harness.counts_by(e, "progressive_delivery_comparisons_total", "result")
+        codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+        # The first sample is before any load: growth is measured from the first loaded one.
+        loaded = series[1:]
+        mid = len(loaded) // 2
+        return {
+            "seconds": seconds,
+            "rps": rps,
+            "timeout_ms": timeout_ms,
+            "canary_delay": delay,
+            "series_kib": series,
+            "growth_kib": loaded[-1] - loaded[0],
+            "second_half_growth_kib": loaded[-1] - loaded[mid],
+            "decisions": decisions,
+            "results": results,
+            "non_2xx": sum(int(codes.group(i)) for i in (2, 3, 4)) if codes else None,
+        }
+    finally:
+        e.stop()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run (after 1 s warm-up)")
+    ap.add_argument("--light-rps", type=int, default=1000)
+    ap.add_argument("--rss-seconds", type=float, default=60.0)
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    for path in (harness.WASM, NOOP_WASM, harness.ENVOY_BIN):
+        if not Path(path).exists():
+            print(f"{path} is missing: run `make bench`, which builds it", file=sys.stderr)
+            return 2
+    info = machine()
+    wasm_bytes = harness.WASM.stat().st_size
+    up = Upstreams()
+    upstream = harness.Envoy(up.config("2s"), name="upstream", concurrency=1, log_level="warning")
+    upstream.config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = up.primary
+    envoys: dict[str, harness.Envoy] = {}
+    runs: list[Run] = []
+    try:
+        upstream.start()
+        for s in SCENARIOS:
+            envoys[s] = start_envoy(scenario_config(s, up), s)
+        # Every scenario is checked once before it is measured: the request succeeds, and the
+        # mirroring ones do mirror (a broken mirror would look fast).
+        for s, e in envoys.items():
+            r = e.request("GET", PATH, REQUEST_HEADERS)
+            assert r.status == 200 and len(r.body) > 1900, (s, r.status)
+        plan = [(s, p, l) for s in SCENARIOS for p in PROTOCOLS for l in ("saturation", "light")]
+        for rnd in range(args.rounds):
+            # Rotate the order each round so no scenario always runs first or after the same one.
+            k = (rnd * 5) % len(plan)
+            order = plan[k:] + plan[:k]
+            if rnd % 2:
+                order.reverse()
+            for s, p, l in order:
+                e = envoys[s]
+                drain(e)
+                cpu0 = cpu_seconds(e.proc.pid)
+                rps, lat, n, bad = h2load(e.listener_port, p, l, args.seconds, args.light_rps)
+                # The mirrors still in flight belong to this run's cost.
+                drain(e)
+                cpu_us = (cpu_seconds(e.proc.pid) - cpu0) / max(n, 1) * 1e6
+                lat.sort()
+                run = Run(s, p, l, rnd, rps, percentile(lat, 0.50), percentile(lat, 0.99), n, bad, cpu_us)
+                runs.append(run)
+                print(f"round {rnd + 1}/{args.rounds} {s:13s} {p} {l:10s} {rps:9.0f} req/s  p50 {run.p50_ms:.3f} ms  p99 {run.p99_ms:.3f} ms  {cpu_us:6.1f} us CPU/req" + (f"  NON-2XX {bad}" if bad else ""), flush=True)
+        mirror_counts = {
+            s: {
+                "decisions": harness.counts_by(envoys[s], "progressive_delivery_mirror_total", "decision"),
+                "results": harness.counts_by(envoys[s], "progressive_delivery_comparisons_total", "result"),
+            }
+            for s in ("mirror_bytes", "mirror_json")
+        }
+        native = envoys["native_mirror"].admin("/stats?filter=^cluster.canary.upstream_rq_(total|completed)$&format=json")
+    finally:
+        for e in envoys.values():
+            e.stop()
+    print(f"slow canary: {args.rss_seconds:g} s ...", flush=True)
+    try:
+        rss = slow_canary_rss(up, args.rss_seconds, 200, 200, "2s")
+    finally:
+        upstream.stop()
+
+    med = medians(runs)
+    rat = ratios(med)
+    tg = targets(rat, wasm_bytes, rss)
+    report = table(med, rat, tg, rss, wasm_bytes, info, args)
+    print()
+    print(report)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": info,
+                "settings": {"rounds": args.rounds, "seconds": args.seconds, "light_rps": args.light_rps, "path": PATH, "headers": REQUEST_HEADERS},
+                "wasm_bytes": wasm_bytes,
+                "medians": med,
+                "ratios": rat,
+                "targets": tg,
+                "slow_canary": rss,
+                "mirror_counts": mirror_counts,
+                "native_mirror_canary_stats": json.loads(native),
+                "runs": [r.__dict__ for r in runs],
+                "table": report,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    print(f"\nwrote {args.out}")
+    bad = [r for r in runs if r.non_2xx] + ([rss] if rss["non_2xx"] else [])
+    if bad:
+        print(f"{len(bad)} runs had non-2xx answers", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
