@@ -166,10 +166,15 @@ impl HttpContext for Http {
         debug!("class {} ({:?})", class.name, outcome.source);
 
         set_request_header(&classification.header, Some(class.name.as_bytes()));
-        set_request_header(
-            &classification.features_header,
-            class.features.as_deref().map(str::as_bytes),
-        );
+        let features = class.features.as_deref().map(str::as_bytes);
+        // Removing an absent header is a host call for nothing, on most requests.
+        if features.is_some()
+            || headers
+                .iter()
+                .any(|(n, _)| *n == classification.features_header)
+        {
+            set_request_header(&classification.features_header, features);
+        }
         // Envoy picked the route before this filter ran; without this, a route that matches
         // the class header would not be taken (see shared/envoy-host-facts.md).
         if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
