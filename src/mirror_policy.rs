@@ -51,6 +51,18 @@ impl Method {
         })
     }
 
+    /// [`Method::parse`] of `s` in upper case, without making the upper-case copy: override
+    /// headers are read on every request that carries one.
+    fn parse_ignore_case(s: &[u8]) -> Option<Method> {
+        // A token longer than the longest method name (7 bytes) is no method.
+        let mut buf = [0u8; 7];
+        let upper = buf.get_mut(..s.len())?;
+        for (u, b) in upper.iter_mut().zip(s) {
+            *u = b.to_ascii_uppercase();
+        }
+        Method::parse(upper)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
@@ -212,8 +224,8 @@ impl Mirror {
         Ok(())
     }
 
-    fn allowed(&self, method: &[u8], has_idempotency_key: bool) -> bool {
-        match Method::parse(method) {
+    fn allowed(&self, method: Option<Method>, has_idempotency_key: bool) -> bool {
+        match method {
             Some(Method::Post | Method::Patch) => has_idempotency_key,
             Some(m) => self.methods.contains(&m),
             None => false,
@@ -231,17 +243,16 @@ impl Mirror {
                 .any(|v| !v.iter().all(u8::is_ascii_whitespace))
         });
         let method = req.values(":method").next().unwrap_or_default();
-        if !self.allowed(method, has_key) {
+        if !self.allowed(Method::parse(method), has_key) {
             return false;
         }
         // The server acts on the overriding method, so it must be allowed too. Compared
         // case-insensitively: frameworks accept `post`, and this is the safe direction.
         METHOD_OVERRIDE_HEADERS.iter().all(|name| {
             req.values(name).all(|value| {
-                value.split(|b| *b == b',').all(|m| {
-                    let m = m.trim_ascii().to_ascii_uppercase();
-                    self.allowed(&m, has_key)
-                })
+                value
+                    .split(|b| *b == b',')
+                    .all(|m| self.allowed(Method::parse_ignore_case(m.trim_ascii()), has_key))
             })
         })
     }
@@ -465,6 +476,34 @@ mod tests {
         ];
         for (m, method, extra, want) in cases {
             assert_eq!(decide(m, method, "/", &extra), want, "{method} {extra:?}");
+        }
+    }
+
+    #[test]
+    fn override_methods_in_any_case() {
+        let all = [
+            Method::Get,
+            Method::Head,
+            Method::Options,
+            Method::Trace,
+            Method::Put,
+            Method::Delete,
+            Method::Post,
+            Method::Patch,
+            Method::Connect,
+        ];
+        for m in all {
+            let name = m.as_str();
+            assert_eq!(Method::parse_ignore_case(name.as_bytes()), Some(m));
+            let lower = name.to_ascii_lowercase();
+            assert_eq!(Method::parse_ignore_case(lower.as_bytes()), Some(m));
+            assert_eq!(
+                Method::parse_ignore_case(format!("{name}X").as_bytes()),
+                None
+            );
+        }
+        for other in ["", "GE", "MERGE", "OPTIONSS", "G\u{c9}T"] {
+            assert_eq!(Method::parse_ignore_case(other.as_bytes()), None, "{other}");
         }
     }
 
