@@ -301,10 +301,11 @@ impl Mirror {
 
     /// The headers of the copy: the request's (as the filter left them: `class_headers`
     /// replace any the client sent), minus hop-by-hop and `remove_headers`, with the marker
-    /// and the suffixed authority.
+    /// and the suffixed authority. Takes the request's headers to reuse them: no header
+    /// (a 4 KB cookie, say) is copied to make the copy.
     pub fn copy_headers(
         &self,
-        headers: &[(String, Vec<u8>)],
+        mut headers: Vec<(String, Vec<u8>)>,
         class_headers: &[(&str, Option<&[u8]>)],
     ) -> Vec<(String, Vec<u8>)> {
         let listed_in_connection: Vec<Vec<u8>> = headers
@@ -321,24 +322,20 @@ impl Mirror {
                 || class_headers.iter().any(|(n, _)| *n == name)
                 || listed_in_connection.iter().any(|t| t == name.as_bytes())
         };
-        let mut out: Vec<(String, Vec<u8>)> = Vec::with_capacity(headers.len() + 3);
-        for (name, value) in headers {
-            if dropped(name) {
-                continue;
-            }
+        headers.retain(|(name, _)| !dropped(name));
+        for (name, value) in headers.iter_mut() {
             if name == ":authority" {
-                out.push((name.clone(), self.shadow_authority(value)));
-            } else {
-                out.push((name.clone(), value.clone()));
+                *value = self.shadow_authority(value);
             }
         }
+        headers.reserve(class_headers.len() + 1);
         for (name, value) in class_headers {
             if let Some(v) = value {
-                out.push(((*name).to_string(), v.to_vec()));
+                headers.push(((*name).to_string(), v.to_vec()));
             }
         }
-        out.push((self.marker_header.clone(), b"1".to_vec()));
-        out
+        headers.push((self.marker_header.clone(), b"1".to_vec()));
+        headers
     }
 
     /// `authority` with the suffix on the host part, before any port, as Envoy's own
@@ -666,7 +663,7 @@ mod tests {
             ],
         );
         let got = m.copy_headers(
-            &h,
+            h,
             &[
                 ("x-user-class", Some(b"beta".as_slice())),
                 ("x-features", None),

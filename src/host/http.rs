@@ -78,13 +78,6 @@ impl Http {
             .class(class)
             .and_then(|c| c.features.as_deref())
             .map(str::as_bytes);
-        let copy = mirror.copy_headers(
-            &headers,
-            &[
-                (classification.header.as_str(), class_value),
-                (classification.features_header.as_str(), features),
-            ],
-        );
         let value = |name: &str| {
             headers
                 .iter()
@@ -92,10 +85,19 @@ impl Http {
                 .map(|(_, v)| v.as_slice())
                 .unwrap_or_default()
         };
+        let method = String::from_utf8_lossy(value(":method")).into_owned();
+        let path = printable_path(value(":path"));
+        let copy = mirror.copy_headers(
+            headers,
+            &[
+                (classification.header.as_str(), class_value),
+                (classification.features_header.as_str(), features),
+            ],
+        );
         let job = Job {
             class,
-            method: String::from_utf8_lossy(value(":method")).into_owned(),
-            path: printable_path(value(":path")),
+            method,
+            path,
             headers: copy,
             body: Vec::new(),
         };
