@@ -11,6 +11,9 @@ PY          := $(VENV)/bin/python
 ENVOY       := $(VENV)/bin/envoy
 WASM        := dist/progressive_delivery.wasm
 WBG_RUNNER  := $(VENV)/bin/wasm-bindgen-test-runner
+# Every sidecar pulls the module. Issue 5 asks for at most 300,000 bytes; until then this is
+# lowered as it shrinks, so `make test` catches any growth (320,437 bytes now).
+WASM_SIZE_LIMIT ?= 325000
 # The runner must match the wasm-bindgen the tests were built against.
 WBG_VERSION  = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
 CARGO_TEST_WASM := CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(abspath $(WBG_RUNNER)) cargo test --target wasm32-unknown-unknown --lib
@@ -29,12 +32,12 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools build oci oci-push istio-manifests noop bench-tools bench test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build check-size oci oci-push istio-manifests noop bench-tools bench test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
 	@echo "make test     lint, unit tests (native and wasm), e2e tests on a real Envoy"
-	@echo "make build    $(WASM)"
+	@echo "make build    $(WASM) (wasm-opt'd; make check-size fails over $(WASM_SIZE_LIMIT) bytes)"
 	@echo "make oci      OCI image of the filter in dist/oci (prints its digests)"
 	@echo "make oci-push REGISTRY=host[:port][/path] [TLS_VERIFY=false]  push it"
 	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
@@ -80,11 +83,34 @@ system-tools:
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
-build: toolchain
-	cargo build --release --target wasm32-wasip1
+# wasm-opt (Debian's binaryen) for `make build`; on its own so a build needs no other system tool.
+binaryen:
+	@command -v wasm-opt >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binaryen; }
+
+# Dependencies' panic locations name their source files by absolute path, under CARGO_HOME.
+# Cut to the crate's own name, the module no longer depends on where it was built (and is
+# ~1 KB smaller).
+CARGO_HOME ?= $(HOME)/.cargo
+REMAP_PATHS := $(foreach dir,$(wildcard $(CARGO_HOME)/registry/src/*/),--remap-path-prefix=$(dir)=)
+
+# rustc's output still has about a fifth that binaryen's whole-module passes remove
+# (merging functions that differ only in constants first, then -Oz until it stops
+# shrinking). cargo leaves the name and target_features sections in (profile strip =
+# "debuginfo") so wasm-opt reads the enabled wasm features from the module itself; the
+# output keeps neither.
+build: toolchain binaryen
+	RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1
 	@mkdir -p dist
-	cp target/wasm32-wasip1/release/progressive_delivery.wasm $(WASM)
+	wasm-opt --merge-similar-functions -Oz --converge \
+	  --strip-debug --strip-producers --strip-target-features \
+	  target/wasm32-wasip1/release/progressive_delivery.wasm -o $(WASM)
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
+
+check-size: build
+	@size=$$(stat -c %s $(WASM)); \
+	if [ "$$size" -gt $(WASM_SIZE_LIMIT) ]; then \
+	  echo "$(WASM) is $$size bytes, over the limit of $(WASM_SIZE_LIMIT)" >&2; exit 1; \
+	fi
 
 oci: build system-tools
 	@WASM=$(WASM) OCI_DIR=dist/oci OCI_ENV=dist/oci.env IMAGE_SOURCE='$(IMAGE_SOURCE)' oci/build.sh
@@ -126,7 +152,7 @@ bench: setup build noop bench-tools
 e2e: setup build oci
 	cd e2e && ../$(PY) -m pytest $(PYTEST_ARGS)
 
-test: setup lint unit wasm-unit e2e
+test: setup lint unit wasm-unit e2e check-size
 
 run: setup build
 	$(PY) e2e/demo.py

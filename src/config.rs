@@ -1,23 +1,17 @@
-//! The plugin configuration: JSON parsed by serde into raw structs, then validated and
+//! The plugin configuration: JSON read into raw structs (by `config_json`), then validated and
 //! compiled into the immutable form the request path uses (regexes compiled, percentages in
 //! basis points, header names lowercased).
 //!
 //! Unknown fields are errors. Every error names the field path and the bad value.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::marker::PhantomData;
-
 use regex_lite::RegexBuilder;
-use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
-use serde::Deserialize;
 
 use crate::bucket;
 use crate::classify::{Bucket, BucketKey, Class, ClassId, Classification, Condition, Rule};
 use crate::config_error::{ConfigError, ConfigErrors};
+use crate::config_json::{self, Fields, Obj, Shape};
 use crate::http_syntax::{is_cookie_name, is_header_name, is_safe_header_value, PSEUDO_HEADERS};
-use crate::mirror_config::{compile_mirror, ClassificationFacts, RawMirror};
+use crate::mirror_config::{compile_mirror, ClassificationFacts, RawMirror, MIRROR};
 use crate::mirror_policy::Mirror;
 use crate::string_match::{Matcher, StringMatch};
 
@@ -53,45 +47,63 @@ pub struct Config {
     pub mirror: Option<Mirror>,
 }
 
-/// A JSON object holding `T`. serde's derived structs also accept a JSON array and fill the
-/// fields by position, so `"cookie": ["type", "insider"]` would silently mean name and exact.
-/// Every struct of the config goes through this so only objects are accepted.
-#[derive(Default)]
-pub(crate) struct Object<T>(pub T);
+// The raw structs: the config as written, defaults filled in. `config_json` reads them by
+// these field lists, which are in struct order (unknown-field errors list them in it).
 
-impl<'de, T: Deserialize<'de>> Deserialize<'de> for Object<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor<T>(PhantomData<T>);
-        impl<'de, T: Deserialize<'de>> Visitor<'de> for ObjectVisitor<T> {
-            type Value = Object<T>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                T::deserialize(MapAccessDeserializer::new(map)).map(Object)
-            }
+static CONFIG: Fields = Fields::new(
+    &["classification", "mirror"],
+    &[
+        Shape::Obj(&CLASSIFICATION),
+        Shape::Opt(&Shape::Obj(&MIRROR)),
+    ],
+    &[],
+);
+
+#[derive(Default)]
+struct RawConfig {
+    classification: RawClassification,
+    mirror: Option<RawMirror>,
+}
+
+impl RawConfig {
+    fn from(mut o: Obj) -> Self {
+        RawConfig {
+            classification: o
+                .obj("classification")
+                .map_or_else(RawClassification::default, RawClassification::from),
+            mirror: o.obj("mirror").map(RawMirror::from),
         }
-        d.deserialize_map(ObjectVisitor(PhantomData))
     }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct RawConfig {
-    #[serde(default)]
-    classification: Object<RawClassification>,
-    mirror: Option<Object<RawMirror>>,
-}
+static CLASSIFICATION: Fields = Fields::new(
+    &[
+        "header",
+        "default_class",
+        "trust_incoming_header",
+        "rules",
+        "features_header",
+        "features",
+    ],
+    &[
+        Shape::Str,
+        Shape::Str,
+        Shape::Bool,
+        Shape::List(&Shape::Obj(&RULE)),
+        Shape::Str,
+        Shape::Dict(&Shape::List(&Shape::Str)),
+    ],
+    &[],
+);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
 struct RawClassification {
     header: String,
     default_class: String,
     trust_incoming_header: bool,
-    rules: Vec<Object<RawRule>>,
+    rules: Vec<RawRule>,
     features_header: String,
-    features: BTreeMap<String, Vec<String>>,
+    /// In class name order, each class once.
+    features: Vec<(String, Vec<String>)>,
 }
 
 impl Default for RawClassification {
@@ -102,23 +114,85 @@ impl Default for RawClassification {
             trust_incoming_header: false,
             rules: Vec::new(),
             features_header: DEFAULT_FEATURES_HEADER.to_string(),
-            features: BTreeMap::new(),
+            features: Vec::new(),
         }
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRule {
-    class: String,
-    header: Option<Object<RawStringCondition>>,
-    cookie: Option<Object<RawStringCondition>>,
-    query: Option<Object<RawStringCondition>>,
-    bucket: Option<Object<RawBucket>>,
+impl RawClassification {
+    fn from(mut o: Obj) -> Self {
+        let d = RawClassification::default();
+        RawClassification {
+            header: o.string("header").unwrap_or(d.header),
+            default_class: o.string("default_class").unwrap_or(d.default_class),
+            trust_incoming_header: o
+                .bool("trust_incoming_header")
+                .unwrap_or(d.trust_incoming_header),
+            rules: o.objs("rules").map_or(d.rules, |rules| {
+                rules.into_iter().map(RawRule::from).collect()
+            }),
+            features_header: o.string("features_header").unwrap_or(d.features_header),
+            features: o.string_lists("features").unwrap_or(d.features),
+        }
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+static RULE: Fields = Fields::new(
+    &["class", "header", "cookie", "query", "bucket"],
+    &[
+        Shape::Str,
+        Shape::Opt(&Shape::Obj(&STRING_CONDITION)),
+        Shape::Opt(&Shape::Obj(&STRING_CONDITION)),
+        Shape::Opt(&Shape::Obj(&STRING_CONDITION)),
+        Shape::Opt(&Shape::Obj(&BUCKET)),
+    ],
+    &["class"],
+);
+
+struct RawRule {
+    class: String,
+    header: Option<RawStringCondition>,
+    cookie: Option<RawStringCondition>,
+    query: Option<RawStringCondition>,
+    bucket: Option<RawBucket>,
+}
+
+impl RawRule {
+    fn from(mut o: Obj) -> Self {
+        RawRule {
+            class: o.string("class").unwrap_or_default(),
+            header: o.obj("header").map(RawStringCondition::from),
+            cookie: o.obj("cookie").map(RawStringCondition::from),
+            query: o.obj("query").map(RawStringCondition::from),
+            bucket: o.obj("bucket").map(RawBucket::from),
+        }
+    }
+}
+
+static STRING_CONDITION: Fields = Fields::new(
+    &[
+        "name",
+        "exact",
+        "prefix",
+        "suffix",
+        "contains",
+        "regex",
+        "present",
+        "ignore_case",
+    ],
+    &[
+        Shape::Str,
+        Shape::Opt(&Shape::Str),
+        Shape::Opt(&Shape::Str),
+        Shape::Opt(&Shape::Str),
+        Shape::Opt(&Shape::Str),
+        Shape::Opt(&Shape::Str),
+        Shape::Opt(&Shape::Bool),
+        Shape::Bool,
+    ],
+    &["name"],
+);
+
 struct RawStringCondition {
     name: String,
     exact: Option<String>,
@@ -127,20 +201,54 @@ struct RawStringCondition {
     contains: Option<String>,
     regex: Option<String>,
     present: Option<bool>,
-    #[serde(default)]
     ignore_case: bool,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawStringCondition {
+    fn from(mut o: Obj) -> Self {
+        RawStringCondition {
+            name: o.string("name").unwrap_or_default(),
+            exact: o.string("exact"),
+            prefix: o.string("prefix"),
+            suffix: o.string("suffix"),
+            contains: o.string("contains"),
+            regex: o.string("regex"),
+            present: o.bool("present"),
+            ignore_case: o.bool("ignore_case").unwrap_or_default(),
+        }
+    }
+}
+
+static BUCKET: Fields = Fields::new(
+    &["cookie", "header", "percent", "seed", "assign_cookie"],
+    &[
+        Shape::Opt(&Shape::Str),
+        Shape::Opt(&Shape::Str),
+        Shape::F64,
+        Shape::Str,
+        Shape::Bool,
+    ],
+    &["percent"],
+);
+
 struct RawBucket {
     cookie: Option<String>,
     header: Option<String>,
     percent: f64,
-    #[serde(default)]
     seed: String,
-    #[serde(default)]
     assign_cookie: bool,
+}
+
+impl RawBucket {
+    fn from(mut o: Obj) -> Self {
+        RawBucket {
+            cookie: o.string("cookie"),
+            header: o.string("header"),
+            percent: o.f64("percent").unwrap_or_default(),
+            seed: o.string("seed").unwrap_or_default(),
+            assign_cookie: o.bool("assign_cookie").unwrap_or_default(),
+        }
+    }
 }
 
 /// Parses and validates a plugin configuration. Empty input is the empty config `{}`,
@@ -152,8 +260,8 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
         deserialize(bytes).map_err(|e| ConfigErrors(vec![e]))?
     };
     let mut errors = Vec::new();
-    let classification = compile_classification(raw.classification.0, &mut errors);
-    let mirror = raw.mirror.map(|Object(m)| {
+    let classification = compile_classification(raw.classification, &mut errors);
+    let mirror = raw.mirror.map(|m| {
         let facts = ClassificationFacts {
             classes: &classification.classes,
             class_header: &classification.header,
@@ -173,21 +281,19 @@ pub fn parse(bytes: &[u8]) -> Result<Config, ConfigErrors> {
 
 fn deserialize(bytes: &[u8]) -> Result<RawConfig, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let Object(raw) = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
+    let raw = config_json::read(&mut de, &CONFIG).map_err(|(path, e)| {
+        if e.is_syntax() || e.is_eof() {
             // Where the text stops being JSON, a field path means little: line and column do.
-            ConfigError::new("config", format!("invalid JSON: {inner}"))
+            ConfigError::new("config", format!("invalid JSON: {e}"))
         } else if path == "." {
-            ConfigError::new("config", inner.to_string())
+            ConfigError::new("config", e.to_string())
         } else {
-            ConfigError::new(path, inner.to_string())
+            ConfigError::new(path, e.to_string())
         }
     })?;
     de.end()
         .map_err(|e| ConfigError::new("config", format!("invalid JSON: {e}")))?;
-    Ok(raw)
+    Ok(RawConfig::from(raw))
 }
 
 const CONDITION_KINDS: &str = "header, cookie, query, bucket";
@@ -220,7 +326,7 @@ fn compile_classification(raw: RawClassification, errors: &mut Vec<ConfigError>)
 
     let mut rules = Vec::with_capacity(raw.rules.len());
     let mut assign_cookies: Vec<String> = Vec::new();
-    for (i, Object(rule)) in raw.rules.into_iter().enumerate() {
+    for (i, rule) in raw.rules.into_iter().enumerate() {
         let path = format!("classification.rules[{i}]");
         if let Some(rule) = compile_rule(&path, rule, &mut classes, &mut assign_cookies, errors) {
             rules.push(rule);
@@ -271,7 +377,7 @@ fn compile_rule(
         (Field::Query, raw.query),
     ];
     for (kind, cond) in string_conditions {
-        let Some(Object(cond)) = cond else { continue };
+        let Some(cond) = cond else { continue };
         match compile_string_condition(&format!("{path}.{}", kind.key()), kind, cond) {
             Ok(c) => conditions.push(c),
             Err(mut e) => {
@@ -280,7 +386,7 @@ fn compile_rule(
             }
         }
     }
-    if let Some(Object(b)) = raw.bucket {
+    if let Some(b) = raw.bucket {
         match compile_bucket(&format!("{path}.bucket"), b) {
             Ok((bucket, assign)) => {
                 if let (true, BucketKey::Cookie(name)) = (assign, &bucket.key) {
@@ -769,6 +875,56 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    /// Where serde's errors point: the paths `serde_path_to_error` gave, which `config_json`
+    /// keeps (each text checked against that crate before it was dropped).
+    #[test]
+    fn json_error_paths() {
+        let cases = [
+            // A duplicate or missing field is the object's error; an unknown one the key's.
+            (r#"{"classification": {"rules": [{"class": "x", "class": "y"}]}}"#,
+             "classification.rules[0]: duplicate field `class` at line 1 column 52"),
+            (r#"{"classification": {"rules": [{"class": "b", "bucket": {"cookie": "u", "seed": "s"}}]}}"#,
+             "classification.rules[0].bucket: missing field `percent` at line 1 column 83"),
+            (r#"{"classification": {"rules": [{"class": "b", "cookie": {"exact": "x"}}]}}"#,
+             "classification.rules[0].cookie: missing field `name` at line 1 column 69"),
+            // Map keys and list indices, escaped keys as decoded.
+            (r#"{"classification": {"features": {"stable": ["ok"], "beta": [1]}}}"#,
+             "classification.features.beta[0]: invalid type: integer `1`, expected a string at line 1 column 61"),
+            (r#"{"cla\u0073sification": {"rules": [{"class": "b", "h\u0065ader": {"name": "x", "present": "yes"}}]}}"#,
+             "classification.rules[0].header.present: invalid type: string \"yes\", expected a boolean at line 1 column 95"),
+            (r#"{"mirror": {"classes": ["stable", [2]]}}"#,
+             "mirror.classes[1]: invalid type: sequence, expected a string at line 1 column 34"),
+            // An enum variant given as an object names the variant.
+            (r#"{"mirror": {"compare": {"body": {"json": 1}}}}"#,
+             "mirror.compare.body.json: invalid type: integer `1`, expected unit at line 1 column 42"),
+            (r#"{"mirror": {"compare": {"body": 5}}}"#,
+             "config: invalid JSON: expected value at line 1 column 33"),
+            (r#"{"mirror": {"max_in_flight": 1.5}}"#,
+             "mirror.max_in_flight: invalid type: floating point `1.5`, expected usize at line 1 column 32"),
+            (r#"{"mirror": {"timeout_ms": 4294967296}}"#,
+             "mirror.timeout_ms: invalid value: integer `4294967296`, expected u32 at line 1 column 36"),
+            // The empty key's path is empty, not the document's.
+            (r#"{"": 1}"#,
+             ": unknown field ``, expected `classification` or `mirror` at line 1 column 3"),
+        ];
+        for (json, want) in cases {
+            assert_eq!(errors_of(json), [want], "{json}");
+        }
+    }
+
+    #[test]
+    fn nulls_and_repeated_keys() {
+        // `null` is an absent optional field; of a key given twice in a map the last wins.
+        let json = r#"{"classification": {
+            "rules": [{"class": "b", "cookie": {"name": "t", "exact": null, "prefix": "a"}}],
+            "features": {"b": ["x"], "b": ["y", "z"]}},
+            "mirror": {"methods": null, "sample_key": null}}"#;
+        let c = parse(json.as_bytes()).unwrap();
+        assert_eq!(c.classification.classes[1].features.as_deref(), Some("y,z"));
+        assert!(c.mirror.unwrap().sample_key.is_none());
+        assert!(parse(br#"{"mirror": null}"#).unwrap().mirror.is_none());
     }
 
     #[test]

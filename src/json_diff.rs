@@ -10,8 +10,7 @@
 //! every other key at that level. RFC 6901 has no escape for `*`, and a key of that name is
 //! rare enough not to warrant a syntax of our own.
 
-use std::collections::BTreeSet;
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use serde_json::{Number, Value};
 
@@ -161,15 +160,12 @@ fn walk<'a>(
         return (a != b).then(|| difference(path, primary, canary));
     }
     match (a, b) {
-        (Value::Object(x), Value::Object(y)) => {
-            let keys: BTreeSet<&'a str> = x.keys().chain(y.keys()).map(String::as_str).collect();
-            keys.into_iter().find_map(|k| {
-                path.push(PathSegment::Key(k));
-                let d = walk(x.get(k), y.get(k), ignore, path);
-                path.pop();
-                d
-            })
-        }
+        (Value::Object(x), Value::Object(y)) => union_sorted(x.keys(), y.keys()).find_map(|k| {
+            path.push(PathSegment::Key(k));
+            let d = walk(x.get(k), y.get(k), ignore, path);
+            path.pop();
+            d
+        }),
         (Value::Array(x), Value::Array(y)) => (0..x.len().max(y.len())).find_map(|i| {
             path.push(PathSegment::Index(i));
             let d = walk(x.get(i), y.get(i), ignore, path);
@@ -181,6 +177,29 @@ fn walk<'a>(
         }
         _ => (a != b).then(|| difference(path, primary, canary)),
     }
+}
+
+/// The keys of both objects, each once, in sorted byte order. serde_json's `Map` is a
+/// `BTreeMap` (its `preserve_order` feature is off; a test pins that), so both sides already
+/// come sorted and merging them needs neither a set nor a sort.
+fn union_sorted<'a>(
+    x: impl Iterator<Item = &'a String>,
+    y: impl Iterator<Item = &'a String>,
+) -> impl Iterator<Item = &'a str> {
+    let (mut x, mut y) = (x.peekable(), y.peekable());
+    std::iter::from_fn(move || {
+        let key = match (x.peek(), y.peek()) {
+            (Some(a), Some(b)) if a < b => x.next(),
+            (Some(a), Some(b)) if a > b => y.next(),
+            (Some(_), Some(_)) => {
+                y.next();
+                x.next()
+            }
+            (Some(_), None) => x.next(),
+            (None, _) => y.next(),
+        };
+        key.map(String::as_str)
+    })
 }
 
 /// Integers compare exactly, since two ids past 2^53 can differ yet round to the same f64;
@@ -229,8 +248,12 @@ fn render(value: Option<&Value>) -> String {
     let Some(value) = value else {
         return ABSENT.to_string();
     };
-    // Serializing a Value cannot fail (its keys are strings); the fallback only avoids a panic.
-    let json = serde_json::to_string(value).unwrap_or_else(|_| "(unprintable)".to_string());
+    let mut json = String::new();
+    write_json(&mut json, value);
+    cut(json)
+}
+
+fn cut(json: String) -> String {
     if json.len() <= MAX_RENDERED_BYTES {
         return json;
     }
@@ -241,6 +264,78 @@ fn render(value: Option<&Value>) -> String {
         .collect();
     cut.push('…');
     cut
+}
+
+/// Appends `value` as compact JSON, byte for byte what `serde_json::to_string` writes, but
+/// only until `out` is past `MAX_RENDERED_BYTES`: the rest would be cut anyway, so a huge or
+/// deeply nested value costs no more than a short one. (serde_json's serializer would also
+/// bring its own code into the module for this one log field.)
+fn write_json(out: &mut String, value: &Value) {
+    if out.len() > MAX_RENDERED_BYTES {
+        return;
+    }
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        // A Number displays as serde_json serializes it (itoa, zmij).
+        Value::Number(n) => {
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => write_string(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if out.len() > MAX_RENDERED_BYTES {
+                    return;
+                }
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (key, item)) in map.iter().enumerate() {
+                if out.len() > MAX_RENDERED_BYTES {
+                    return;
+                }
+                if i > 0 {
+                    out.push(',');
+                }
+                write_string(out, key);
+                out.push(':');
+                write_json(out, item);
+            }
+            out.push('}');
+        }
+    }
+}
+
+/// A JSON string with serde_json's escapes: `\"`, `\\`, the five short control escapes and
+/// `\u00xx` for the other control characters; everything else as is.
+fn write_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        if out.len() > MAX_RENDERED_BYTES {
+            return;
+        }
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\u{8}' => out.push_str("\\b"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\u{c}' => out.push_str("\\f"),
+            '\r' => out.push_str("\\r"),
+            '\0'..='\u{1f}' => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -308,6 +403,25 @@ mod tests {
                 Some("/b: (absent) vs 2"),
             ),
             (r#"{"a":null}"#, r#"{}"#, &[], Some("/a: null vs (absent)")),
+            // Keys of either side interleave in sorted order.
+            (
+                r#"{"c":1,"e":1,"a":1}"#,
+                r#"{"e":1,"d":1,"c":1}"#,
+                &[],
+                Some("/a: 1 vs (absent)"),
+            ),
+            (
+                r#"{"b":1,"d":1}"#,
+                r#"{"d":1,"c":1,"a":1}"#,
+                &["/a", "/c"],
+                Some("/b: 1 vs (absent)"),
+            ),
+            (
+                r#"{"b":1,"d":1}"#,
+                r#"{"d":1,"c":1,"a":1,"b":1}"#,
+                &["/a"],
+                Some("/c: (absent) vs 1"),
+            ),
             (r#"[1,2,3]"#, r#"[1]"#, &[], Some("/1: 2 vs (absent)")),
             (r#"[1]"#, r#"[1,2,3]"#, &[], Some("/1: (absent) vs 2")),
             // An element that differs comes before the length difference.
@@ -448,6 +562,58 @@ mod tests {
         for ok in ["/", "/*", "/a~0~1b/*/0", "//"] {
             assert_eq!(IgnorePattern::parse(ok).unwrap().as_str(), ok);
         }
+    }
+
+    /// `union_sorted` relies on it: with serde_json's `preserve_order` feature switched on by
+    /// any crate in the build, maps would keep input order and objects would be misread.
+    #[test]
+    fn maps_iterate_in_sorted_key_order() {
+        let v: Value =
+            serde_json::from_str(r#"{"b":1,"a":2,"B":3,"\u00e9":4,"aa":5,"":6}"#).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["", "B", "a", "aa", "b", "\u{e9}"]);
+    }
+
+    /// `render` writes its own JSON: it must be serde_json's text, cut where that would be.
+    #[test]
+    fn render_is_serde_json_text() {
+        let controls: String = (0u8..0x20).map(char::from).collect();
+        let long = "x".repeat(100);
+        let texts = [
+            "null".to_string(),
+            "true".into(),
+            "false".into(),
+            "0".into(),
+            "-0".into(),
+            "-0.0".into(),
+            "1.0".into(),
+            "1E2".into(),
+            "0.1".into(),
+            "1.5e-7".into(),
+            "1e300".into(),
+            "-2.5e-300".into(),
+            "123456789012345678901234567890".into(),
+            "18446744073709551615".into(),
+            "-9223372036854775808".into(),
+            "[]".into(),
+            "{}".into(),
+            r#"[1,[2,[3,{}]],{"a":[]}]"#.into(),
+            r#"{"z":1,"a":{"y":null,"b":[true,false]}}"#.into(),
+            serde_json::to_string(&controls).unwrap(),
+            r#""quote \" backslash \\ slash / del \u007f""#.into(),
+            r#""\u00e9 \u2028 \ud83d\ude00""#.into(),
+            format!(r#"["{long}"]"#),
+            format!(r#"{{"{long}":1}}"#),
+            format!(r#"["{}\u00e9"]"#, "x".repeat(77)),
+            format!(r#"["{}\n"]"#, "x".repeat(77)),
+            format!("[{}]", vec!["1.25"; 40].join(",")),
+        ];
+        for text in texts {
+            let v: Value = serde_json::from_str(&text).unwrap();
+            let want = cut(serde_json::to_string(&v).unwrap());
+            assert_eq!(render(Some(&v)), want, "{text}");
+        }
+        assert_eq!(render(None), "(absent)");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod classify;
 pub mod compare;
 pub mod config;
 pub mod config_error;
+mod config_json;
 pub mod cookie;
 pub mod http_syntax;
 pub mod json_diff;

@@ -1,14 +1,13 @@
-//! The `mirror` section of the configuration: raw serde structs and their validation into
+//! The `mirror` section of the configuration: raw structs and their validation into
 //! [`Mirror`]. Error paths start with `mirror.`; the shared rules (JSON objects only, unknown
 //! fields refused, every error names the field and the bad value) are those of `config`.
-
-use serde::Deserialize;
 
 use crate::bucket;
 use crate::classify::{BucketKey, Class};
 use crate::compare::{BodyMode, CompareSpec};
-use crate::config::{bad_cookie_name, bad_header_name, Object};
+use crate::config::{bad_cookie_name, bad_header_name};
 use crate::config_error::ConfigError;
+use crate::config_json::{Fields, Obj, Shape};
 use crate::http_syntax::{is_cookie_name, is_header_name};
 use crate::json_diff::IgnorePattern;
 use crate::mirror_policy::{Method, Mirror};
@@ -22,14 +21,52 @@ pub const DEFAULT_COMPARE_MAX_BODY_BYTES: usize = 256 * 1024;
 /// Ceiling of both body limits: each pending mirror may hold this much per worker.
 pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
+// The raw structs, read by `config_json` by these field lists (in struct order).
+
+pub(crate) static MIRROR: Fields = Fields::new(
+    &[
+        "cluster",
+        "authority_suffix",
+        "marker_header",
+        "percent",
+        "sample_key",
+        "classes",
+        "include_paths",
+        "exclude_paths",
+        "methods",
+        "idempotency_key_header",
+        "timeout_ms",
+        "max_body_bytes",
+        "max_in_flight",
+        "remove_headers",
+        "compare",
+    ],
+    &[
+        Shape::Str,
+        Shape::Str,
+        Shape::Str,
+        Shape::F64,
+        Shape::Opt(&Shape::Obj(&SAMPLE_KEY)),
+        Shape::List(&Shape::Str),
+        Shape::List(&Shape::Str),
+        Shape::List(&Shape::Str),
+        Shape::Opt(&Shape::List(&Shape::Str)),
+        Shape::Str,
+        Shape::U32,
+        Shape::Usize,
+        Shape::Usize,
+        Shape::List(&Shape::Str),
+        Shape::Obj(&COMPARE),
+    ],
+    &[],
+);
+
 pub(crate) struct RawMirror {
     cluster: String,
     authority_suffix: String,
     marker_header: String,
     percent: f64,
-    sample_key: Option<Object<RawSampleKey>>,
+    sample_key: Option<RawSampleKey>,
     classes: Vec<String>,
     include_paths: Vec<String>,
     exclude_paths: Vec<String>,
@@ -39,7 +76,7 @@ pub(crate) struct RawMirror {
     max_body_bytes: usize,
     max_in_flight: usize,
     remove_headers: Vec<String>,
-    compare: Object<RawCompare>,
+    compare: RawCompare,
 }
 
 impl Default for RawMirror {
@@ -59,31 +96,73 @@ impl Default for RawMirror {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             remove_headers: Vec::new(),
-            compare: Object::default(),
+            compare: RawCompare::default(),
         }
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+impl RawMirror {
+    pub(crate) fn from(mut o: Obj) -> Self {
+        let d = RawMirror::default();
+        RawMirror {
+            cluster: o.string("cluster").unwrap_or(d.cluster),
+            authority_suffix: o.string("authority_suffix").unwrap_or(d.authority_suffix),
+            marker_header: o.string("marker_header").unwrap_or(d.marker_header),
+            percent: o.f64("percent").unwrap_or(d.percent),
+            sample_key: o.obj("sample_key").map(RawSampleKey::from),
+            classes: o.strings("classes").unwrap_or(d.classes),
+            include_paths: o.strings("include_paths").unwrap_or(d.include_paths),
+            exclude_paths: o.strings("exclude_paths").unwrap_or(d.exclude_paths),
+            methods: o.strings("methods"),
+            idempotency_key_header: o
+                .string("idempotency_key_header")
+                .unwrap_or(d.idempotency_key_header),
+            timeout_ms: o.u32("timeout_ms").unwrap_or(d.timeout_ms),
+            max_body_bytes: o.usize("max_body_bytes").unwrap_or(d.max_body_bytes),
+            max_in_flight: o.usize("max_in_flight").unwrap_or(d.max_in_flight),
+            remove_headers: o.strings("remove_headers").unwrap_or(d.remove_headers),
+            compare: o.obj("compare").map_or(d.compare, RawCompare::from),
+        }
+    }
+}
+
+static SAMPLE_KEY: Fields = Fields::new(
+    &["cookie", "header"],
+    &[Shape::Opt(&Shape::Str), Shape::Opt(&Shape::Str)],
+    &[],
+);
+
 struct RawSampleKey {
     cookie: Option<String>,
     header: Option<String>,
 }
 
-#[derive(Deserialize, Clone, Copy)]
-#[serde(rename_all = "lowercase")]
-enum RawBodyMode {
-    Bytes,
-    Json,
-    None,
+impl RawSampleKey {
+    fn from(mut o: Obj) -> Self {
+        RawSampleKey {
+            cookie: o.string("cookie"),
+            header: o.string("header"),
+        }
+    }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// `compare.body`, in `BodyMode` order.
+const BODY_MODES: [&str; 3] = ["bytes", "json", "none"];
+
+static COMPARE: Fields = Fields::new(
+    &["headers", "body", "ignore", "max_body_bytes"],
+    &[
+        Shape::List(&Shape::Str),
+        Shape::Variant(&BODY_MODES),
+        Shape::List(&Shape::Str),
+        Shape::Usize,
+    ],
+    &[],
+);
+
 struct RawCompare {
     headers: Vec<String>,
-    body: RawBodyMode,
+    body: BodyMode,
     ignore: Vec<String>,
     max_body_bytes: usize,
 }
@@ -92,9 +171,26 @@ impl Default for RawCompare {
     fn default() -> Self {
         RawCompare {
             headers: Vec::new(),
-            body: RawBodyMode::Bytes,
+            body: BodyMode::Bytes,
             ignore: Vec::new(),
             max_body_bytes: DEFAULT_COMPARE_MAX_BODY_BYTES,
+        }
+    }
+}
+
+impl RawCompare {
+    fn from(mut o: Obj) -> Self {
+        let d = RawCompare::default();
+        RawCompare {
+            headers: o.strings("headers").unwrap_or(d.headers),
+            body: match o.variant("body") {
+                Some(0) => BodyMode::Bytes,
+                Some(1) => BodyMode::Json,
+                Some(2) => BodyMode::None,
+                _ => d.body,
+            },
+            ignore: o.strings("ignore").unwrap_or(d.ignore),
+            max_body_bytes: o.usize("max_body_bytes").unwrap_or(d.max_body_bytes),
         }
     }
 }
@@ -166,36 +262,34 @@ pub(crate) fn compile_mirror(
         .map_err(|why| err("mirror.percent".into(), why))
         .unwrap_or_default();
 
-    let sample_key = raw
-        .sample_key
-        .and_then(|Object(k)| match (k.cookie, k.header) {
-            (Some(c), None) => {
-                if !is_cookie_name(&c) {
-                    err("mirror.sample_key.cookie".into(), bad_cookie_name(&c));
-                }
-                Some(BucketKey::Cookie(c))
+    let sample_key = raw.sample_key.and_then(|k| match (k.cookie, k.header) {
+        (Some(c), None) => {
+            if !is_cookie_name(&c) {
+                err("mirror.sample_key.cookie".into(), bad_cookie_name(&c));
             }
-            (None, Some(h)) => {
-                if !is_header_name(&h) {
-                    err("mirror.sample_key.header".into(), bad_header_name(&h));
-                }
-                Some(BucketKey::Header(h.to_ascii_lowercase()))
+            Some(BucketKey::Cookie(c))
+        }
+        (None, Some(h)) => {
+            if !is_header_name(&h) {
+                err("mirror.sample_key.header".into(), bad_header_name(&h));
             }
-            (Some(_), Some(_)) => {
-                err(
-                    "mirror.sample_key".into(),
-                    "sets both cookie and header; give exactly one of them as the key".into(),
-                );
-                None
-            }
-            (None, None) => {
-                err(
-                    "mirror.sample_key".into(),
-                    "has no key; give exactly one of cookie, header".into(),
-                );
-                None
-            }
-        });
+            Some(BucketKey::Header(h.to_ascii_lowercase()))
+        }
+        (Some(_), Some(_)) => {
+            err(
+                "mirror.sample_key".into(),
+                "sets both cookie and header; give exactly one of them as the key".into(),
+            );
+            None
+        }
+        (None, None) => {
+            err(
+                "mirror.sample_key".into(),
+                "has no key; give exactly one of cookie, header".into(),
+            );
+            None
+        }
+    });
 
     let mut classes = Vec::with_capacity(raw.classes.len());
     for (i, name) in raw.classes.iter().enumerate() {
@@ -293,13 +387,9 @@ pub(crate) fn compile_mirror(
 
     let remove_headers = header_list("mirror.remove_headers", &raw.remove_headers, &mut err);
 
-    let Object(rc) = raw.compare;
+    let rc = raw.compare;
     let headers = header_list("mirror.compare.headers", &rc.headers, &mut err);
-    let body = match rc.body {
-        RawBodyMode::Bytes => BodyMode::Bytes,
-        RawBodyMode::Json => BodyMode::Json,
-        RawBodyMode::None => BodyMode::None,
-    };
+    let body = rc.body;
     if body != BodyMode::Json && !rc.ignore.is_empty() {
         err(
             "mirror.compare.ignore".into(),
