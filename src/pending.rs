@@ -165,7 +165,7 @@ mod tests {
             if live.len() == 32 {
                 // Newest first, so removals are not all at the front.
                 while let Some(id) = live.pop() {
-                    assert_eq!(p.remove(id).is_some(), true);
+                    assert!(p.remove(id).is_some());
                 }
             }
             assert!(
