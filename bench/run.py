@@ -435,8 +435,8 @@ def slow_canary_rss(up: Upstreams, seconds: float, rps: int, timeout_ms: int, de
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run (after 1 s warm-up)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0, help="measured seconds per run (after 1 s warm-up)")
     ap.add_argument("--light-rps", type=int, default=1000)
     ap.add_argument("--rss-seconds", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")

@@ -536,7 +536,10 @@ fn compile_matcher(
             .size_limit(REGEX_SIZE_LIMIT)
             .build()
         {
-            Ok(re) => StringMatch::Regex(re),
+            Ok(re) => StringMatch::Regex {
+                re,
+                required: crate::string_match::required_literal(p, raw.ignore_case),
+            },
             Err(e) => {
                 let why = e.to_string().replace('\n', " ");
                 errors.push(ConfigError::new(

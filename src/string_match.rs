@@ -12,8 +12,12 @@ pub enum StringMatch {
     Suffix(Vec<u8>),
     Contains(Vec<u8>),
     /// Anchored at both ends (RE2 full-match, as Istio and Envoy match). A non-UTF-8 value
-    /// never matches a regex.
-    Regex(Regex),
+    /// never matches a regex. `required`: bytes every match contains (see
+    /// [`required_literal`]); a value without them is rejected before the regex runs.
+    Regex {
+        re: Regex,
+        required: Vec<u8>,
+    },
     /// `true`: the value is there (even empty). `false`: it is absent.
     Present(bool),
 }
@@ -67,10 +71,43 @@ impl Matcher {
                 .and_then(|start| v.get(start..))
                 .is_some_and(|tail| eq(tail, p)),
             StringMatch::Contains(p) => p.is_empty() || v.windows(p.len()).any(|w| eq(w, p)),
-            StringMatch::Regex(re) => std::str::from_utf8(v).is_ok_and(|s| re.is_match(s)),
+            StringMatch::Regex { re, required } => {
+                (required.is_empty() || v.windows(required.len()).any(|w| w == required.as_slice()))
+                    && std::str::from_utf8(v).is_ok_and(|s| re.is_match(s))
+            }
             StringMatch::Present(_) => true,
         }
     }
+}
+
+/// The literal every full match of `pattern` contains, when the pattern is the common
+/// `.*LITERAL...` form (`.*Firefox/.*`, `.*Chrome/1[0-9]{2}\..*`); empty when that is not
+/// certain. regex-lite has no literal prefilter, and running its engine on every user agent
+/// was most of the cost of classifying a request.
+///
+/// Conservative: no literal for case-insensitive patterns, inline flags, alternation
+/// anywhere (`.*a|b` needs no `a`), or escapes; a literal character followed by a quantifier
+/// that may repeat it zero times (`*`, `?`, `{`) is left out.
+pub fn required_literal(pattern: &str, ignore_case: bool) -> Vec<u8> {
+    let Some(rest) = pattern.strip_prefix(".*") else {
+        return Vec::new();
+    };
+    if ignore_case || pattern.contains("(?") || pattern.contains('|') {
+        return Vec::new();
+    }
+    let mut literal = Vec::new();
+    for b in rest.bytes() {
+        match b {
+            b'*' | b'?' | b'{' => {
+                literal.pop();
+                break;
+            }
+            b'\\' | b'.' | b'+' | b'(' | b')' | b'[' | b']' | b'}' | b'^' | b'$' => break,
+            b if b.is_ascii_graphic() || b == b' ' => literal.push(b),
+            _ => break,
+        }
+    }
+    literal
 }
 
 #[cfg(test)]
@@ -86,7 +123,87 @@ mod tests {
             .case_insensitive(ignore_case)
             .build()
             .unwrap();
-        StringMatch::Regex(re)
+        StringMatch::Regex {
+            re,
+            required: required_literal(p, ignore_case),
+        }
+    }
+
+    #[test]
+    fn required_literals() {
+        let cases = [
+            (".*Firefox/.*", false, "Firefox/"),
+            (".*Chrome/1[0-9]{2}\\..*", false, "Chrome/1"),
+            (".*abc*", false, "ab"),
+            (".*abc?d", false, "ab"),
+            (".*ab{0,2}", false, "a"),
+            (".*ab+c", false, "ab"),
+            (".*a b;c=d.*", false, "a b;c=d"),
+            (".*\\.x", false, ""),
+            (".*Firefox.*", true, ""),
+            ("(?i).*Firefox.*", false, ""),
+            (".*Firefox|Chrome", false, ""),
+            (".*(Firefox|Chrome)/.*", false, ""),
+            ("Firefox.*", false, ""),
+            (".*", false, ""),
+            (".*[ab]c", false, ""),
+        ];
+        for (pattern, ignore_case, want) in cases {
+            assert_eq!(
+                String::from_utf8(required_literal(pattern, ignore_case)).unwrap(),
+                want,
+                "{pattern}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefilter_never_changes_an_answer() {
+        let patterns = [
+            ".*Firefox/.*",
+            ".*Chrome/1[0-9]{2}\\..*",
+            ".*abc*",
+            ".*abc?d",
+            ".*ab{0,2}",
+            ".*ab+c",
+            ".*a b;c=d.*",
+            ".*x\ny",
+        ];
+        let values: Vec<&[u8]> = vec![
+            b"",
+            b"Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0",
+            b"Mozilla/5.0 Chrome/120.0.1 Safari",
+            b"Chrome/99.0",
+            b"xxab",
+            b"xxabc",
+            b"xxabccc",
+            b"abd",
+            b"abcd",
+            b"a",
+            b"abb",
+            b"abbbc",
+            b"ac",
+            b"__a b;c=d__",
+            b"a b;c=",
+            b"x\ny",
+            b"Firefox/\xff",
+        ];
+        for p in patterns {
+            let with = re(p, false);
+            let anchored = format!("^(?:{p})$");
+            let bare = StringMatch::Regex {
+                re: regex_lite::Regex::new(&anchored).unwrap(),
+                required: Vec::new(),
+            };
+            for v in &values {
+                assert_eq!(
+                    Matcher::new(with.clone(), false).matches(Some(v)),
+                    Matcher::new(bare.clone(), false).matches(Some(v)),
+                    "{p} on {:?}",
+                    String::from_utf8_lossy(v)
+                );
+            }
+        }
     }
 
     #[test]
