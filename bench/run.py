@@ -493,6 +493,9 @@ def main() -> int:
     finally:
         for e in envoys.values():
             e.stop()
+        if sys.exc_info()[0] is not None:
+            # Failing here, the slow-canary run below (whose finally stops it) never starts.
+            upstream.stop()
     print(f"slow canary: {args.rss_seconds:g} s ...", flush=True)
     try:
         rss = slow_canary_rss(up, args.rss_seconds, 200, 200, "2s")
