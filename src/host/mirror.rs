@@ -75,6 +75,8 @@ struct State {
     pending: Pending<Entry>,
     /// What the pending gauge was last moved to, from this VM.
     reported_pending: i64,
+    /// This configuration was replaced: its mirrors no longer move the gauge.
+    gauge_retired: bool,
     /// Callout token to entry.
     tokens: HashMap<u32, EntryId>,
     /// Copies waiting for the root context to dispatch them, oldest first.
@@ -163,6 +165,7 @@ impl Runtime {
         let state = State {
             pending: Pending::new(mirror.max_in_flight),
             reported_pending: 0,
+            gauge_retired: false,
             tokens: HashMap::new(),
             undispatched: VecDeque::new(),
             wake_queued: false,
@@ -180,6 +183,11 @@ impl Runtime {
 
     pub fn config(&self) -> &Mirror {
         &self.mirror
+    }
+
+    /// Mirrors not concluded yet.
+    pub fn pending(&self) -> usize {
+        self.with_state(|s| s.pending.len()).unwrap_or_default()
     }
 
     pub fn tick_period(&self) -> Duration {
@@ -212,12 +220,33 @@ impl Runtime {
     fn report_pending(&self) {
         let delta = self
             .with_state(|s| {
+                if s.gauge_retired {
+                    return 0;
+                }
                 let now = i64::try_from(s.pending.len()).unwrap_or(i64::MAX);
                 let delta = now.saturating_sub(s.reported_pending);
                 s.reported_pending = now;
                 delta
             })
             .unwrap_or_default();
+        self.move_gauge(delta);
+    }
+
+    /// Takes this configuration's share out of the pending gauge for good, when Envoy is done
+    /// with it. Its mirrors may still be concluded later, but if Envoy replaced the VM too
+    /// (a new module or `vm_config`), the VM goes away without running `Drop`, and a share
+    /// left in the gauge would stay there for the life of the proxy.
+    pub fn retire_gauge(&self) {
+        let delta = self
+            .with_state(|s| {
+                s.gauge_retired = true;
+                std::mem::take(&mut s.reported_pending).saturating_neg()
+            })
+            .unwrap_or_default();
+        self.move_gauge(delta);
+    }
+
+    fn move_gauge(&self, delta: i64) {
         if let (Some(id), true) = (self.metrics.pending, delta != 0) {
             if let Err(status) = hostcalls::increment_metric(id, delta) {
                 debug!("increment_metric failed: {status:?}");
@@ -522,15 +551,11 @@ impl Runtime {
 }
 
 impl Drop for Runtime {
-    /// A configuration replaced while mirrors were pending takes its share of the gauge
-    /// with it; those mirrors are never concluded.
+    /// A configuration dropped with its share still in the gauge (its context deleted
+    /// without `on_done`) takes that share with it.
     fn drop(&mut self) {
-        let reported = self.state.get_mut().reported_pending;
-        if let (Some(id), true) = (self.metrics.pending, reported != 0) {
-            if let Err(status) = hostcalls::increment_metric(id, reported.saturating_neg()) {
-                debug!("increment_metric failed: {status:?}");
-            }
-        }
+        let reported = std::mem::take(&mut self.state.get_mut().reported_pending);
+        self.move_gauge(reported.saturating_neg());
     }
 }
 

@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType, MetricType};
@@ -46,6 +46,9 @@ pub struct Root {
     /// This VM's mirror queue, registered on the first configuration that mirrors.
     queue_id: Option<u32>,
     generation: u32,
+    /// Envoy is done with this configuration (a new one was pushed, or Envoy is stopping)
+    /// but mirrors were still pending: the context stays until they are concluded.
+    draining: bool,
 }
 
 /// Queue names are per VM id, and every worker's VM has the same one: a random part keeps
@@ -64,6 +67,27 @@ fn register_queue() -> Option<u32> {
 }
 
 impl Context for Root {
+    /// Envoy asks when it drops this configuration: after an ECDS push (Istio: a WasmPlugin
+    /// change), once the last stream of the old configuration has ended. Answering `true`
+    /// would delete this context and cancel its callouts, losing the results of the mirrors
+    /// still pending, and those are the canary's slowest answers, the ones a rollout most
+    /// needs counted. So it waits until they are concluded, `timeout_ms` at the latest. Only
+    /// the VM's lifetime bounds that: a push that changes the module or `vm_config` makes
+    /// Envoy drop the old VM, pending mirrors and all (e2e/test_reload.py).
+    fn on_done(&mut self) -> bool {
+        let Some(m) = mirror_of(&self.plugin) else {
+            return true;
+        };
+        m.retire_gauge();
+        let pending = m.pending();
+        if pending == 0 {
+            return true;
+        }
+        info!("configuration retired (replaced, or Envoy stopping) with {pending} mirrors pending; kept until they are concluded");
+        self.draining = true;
+        false
+    }
+
     fn on_http_call_response(
         &mut self,
         token_id: u32,
@@ -167,8 +191,19 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        if let Some(m) = mirror_of(&self.plugin) {
-            m.on_tick();
+        let Some(m) = mirror_of(&self.plugin) else {
+            return;
+        };
+        m.on_tick();
+        // Only here, from the context's own tick: `proxy_done` answers NotFound (and the SDK
+        // panics on it) unless the calling context is one whose `on_done` returned false, and
+        // a tick runs with no other context made effective.
+        if self.draining && m.pending() == 0 {
+            self.draining = false;
+            match hostcalls::done() {
+                Ok(()) => debug!("replaced configuration done: its mirrors are concluded"),
+                Err(status) => warn!("cannot finish the replaced configuration: {status:?}"),
+            }
         }
     }
 
