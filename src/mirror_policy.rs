@@ -328,7 +328,7 @@ impl Mirror {
                 *value = self.shadow_authority(value);
             }
         }
-        headers.reserve(class_headers.len() + 1);
+        headers.reserve(class_headers.len().saturating_add(1));
         for (name, value) in class_headers {
             if let Some(v) = value {
                 headers.push(((*name).to_string(), v.to_vec()));
@@ -346,7 +346,7 @@ impl Mirror {
             return authority.to_vec();
         }
         let port_at = authority.iter().rposition(|b| *b == b':').filter(|&i| {
-            let port = authority.get(i + 1..).unwrap_or_default();
+            let port = authority.get(i.saturating_add(1)..).unwrap_or_default();
             let host = authority.get(..i).unwrap_or_default();
             // `::1` without brackets has colons but no port.
             !port.is_empty()

@@ -182,17 +182,22 @@ impl Runtime {
         &self.mirror
     }
 
+    /// A quarter of the timeout, within 50 ms to 1 s.
     pub fn tick_period(&self) -> Duration {
-        Duration::from_millis(u64::from((self.mirror.timeout_ms / 4).clamp(50, 1000)))
+        Duration::from_millis(u64::from((self.mirror.timeout_ms >> 2).clamp(50, 1000)))
     }
 
     pub fn count(&self, class: ClassId, decision: Decision) {
-        let i = class * Decision::ALL.len() + decision.index();
+        let i = class
+            .saturating_mul(Decision::ALL.len())
+            .saturating_add(decision.index());
         increment(self.metrics.decisions.get(i));
     }
 
     fn count_result(&self, class: ClassId, outcome: Outcome) {
-        let i = class * Outcome::ALL.len() + outcome.index();
+        let i = class
+            .saturating_mul(Outcome::ALL.len())
+            .saturating_add(outcome.index());
         increment(self.metrics.results.get(i));
     }
 
