@@ -160,6 +160,8 @@ impl HttpContext for Http {
                 return Action::Continue;
             }
         };
+        #[cfg(feature = "panic-probe")]
+        super::panic_probe::on_request_headers(&headers);
         let classification = &plugin.config.classification;
         let outcome = classification.classify(&headers, random_id);
         let Some(class) = classification.class(outcome.class) else {
