@@ -67,7 +67,7 @@ pub struct Job {
     pub class: ClassId,
     pub method: String,
     pub path: String,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -247,23 +247,11 @@ impl Runtime {
     fn try_submit(&self, job: Job) -> Result<EntryId, Decision> {
         let now = now_ms();
         let class = job.class;
-        // The SDK's callout takes text headers; a copy that cannot carry the request's bytes
-        // as they are is not sent at all.
-        let mut headers = Vec::with_capacity(job.headers.len());
-        for (name, value) in job.headers {
-            match String::from_utf8(value) {
-                Ok(v) => headers.push((name, v)),
-                Err(_) => {
-                    debug!("not mirrored: header {name} is not UTF-8");
-                    return Err(Decision::DispatchFailed);
-                }
-            }
-        }
         let entry = Entry {
             class,
             method: job.method,
             path: job.path,
-            copy: Some((headers, job.body)),
+            copy: Some((job.headers, job.body)),
             started_ms: now,
             dispatched_ms: now,
             primary: Primary::Waiting,
