@@ -239,8 +239,11 @@ CASES: list[tuple[str, str, Callable[[harness.Envoy], Reply], Outcome]] = [
     ("non-utf8-user-agent", "edge", h1("GET", "/", [("user-agent", b"Mozilla/5.0 Firefox/\xff"), UID_COOKIE]),
      Reached("primary", "stable", "header_not_utf8")),
     ("non-utf8-rule-header", "edge", h1("GET", "/", [("x-beta", b"tr\xffue"), UID_COOKIE]), Reached("primary", "stable", "header_not_utf8")),
-    # The client's class header is replaced before the copy is made, bytes and all.
+    # The client's class and features headers are replaced (or removed) before the copy is
+    # made, bytes and all.
     ("non-utf8-class-header", "edge", h1("GET", "/", [(CLASS, b"\xffbeta"), UID_COOKIE]), Reached("primary", "stable", "mirrored")),
+    ("non-utf8-features-header", "edge", h1("GET", "/", [("x-features", b"admin\xff"), UID_COOKIE]),
+     Reached("primary", "stable", "mirrored", lambda got: got.header_all("x-features") == [])),
     ("non-utf8-class-header-h2", "edge", h2("GET", "/", [(CLASS, b"\xffbeta"), UID_COOKIE]), Reached("primary", "stable", "mirrored")),
     ("non-utf8-cookie-h2", "edge", h2("GET", "/", [("cookie", b"type=insider\xff"), UID_COOKIE]), Reached("primary", "stable", "header_not_utf8")),
     ("non-utf8-path-h2", "edge", h2("GET", b"/caf\xe9?beta\xff", [UID_COOKIE]), Reached("primary", "stable", "header_not_utf8", path_is(b"/caf\xe9?beta\xff"))),
@@ -281,6 +284,11 @@ CASES: list[tuple[str, str, Callable[[harness.Envoy], Reply], Outcome]] = [
     # The user id used for bucketing, as bytes.
     ("non-utf8-user-id-in-cohort", "inner", h1("GET", "/", [("x-user-id", RAW_USER_IN)]), Reached("primary", "cohort", "class_excluded")),
     ("non-utf8-user-id-out-of-cohort", "inner", h1("GET", "/", [("x-user-id", RAW_USER_OUT)]), Reached("primary", "stable", "header_not_utf8")),
+    # A 60 KB value under a regex rule (`.*Firefox/.*`): linear time, whatever the bytes.
+    ("60KB-user-agent", "edge", h1("GET", "/", [("user-agent", b"Mozilla/5.0 " + b"Firefox" * (60 * KB // 7)), UID_COOKIE]),
+     Reached("primary", "stable", "mirrored")),
+    ("60KB-user-agent-match-at-end", "edge", h1("GET", "/", [("user-agent", b"Mozilla/5.0 " + b"F" * (60 * KB) + b" Firefox/120.0"), UID_COOKIE]),
+     Reached("primary", "firefox", "mirrored")),
     # Method-override tricks: the server acts on the overriding method, so it must be allowed
     # too; an override never makes a request more mirrorable.
     ("GET-overridden-to-POST", "edge", h1("GET", "/", [("x-http-method-override", "POST"), UID_COOKIE]), Reached("primary", "stable", "not_idempotent")),
