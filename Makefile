@@ -32,7 +32,7 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build check-size oci oci-push istio-manifests noop bench-tools bench test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build check-size oci oci-push istio-manifests noop bench-tools bench panic-probe test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -126,6 +126,7 @@ lint: toolchain
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 -- -D warnings
+	cargo clippy --target wasm32-wasip1 --features panic-probe -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 unit:
@@ -149,7 +150,19 @@ BENCH_ARGS ?=
 bench: setup build noop bench-tools
 	$(PY) bench/run.py $(BENCH_ARGS)
 
-e2e: setup build oci
+# Test-only: the module built with the `panic-probe` feature (src/host/panic_probe.rs), which
+# traps on purpose, for e2e/test_panic.py. Built and shrunk as `make build` does, so its trap
+# reads in Envoy's log as the shipped module's would; its own target dir, so it never replaces
+# the shipped build's output.
+PANIC_PROBE_WASM := target/panic-probe/progressive_delivery_panic_probe.wasm
+panic-probe: toolchain binaryen
+	RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1 \
+	  --features panic-probe --target-dir target/panic-probe
+	wasm-opt --merge-similar-functions -Oz --converge \
+	  --strip-debug --strip-producers --strip-target-features \
+	  target/panic-probe/wasm32-wasip1/release/progressive_delivery.wasm -o $(PANIC_PROBE_WASM)
+
+e2e: setup build oci panic-probe
 	cd e2e && ../$(PY) -m pytest $(PYTEST_ARGS)
 
 test: setup lint unit wasm-unit e2e check-size

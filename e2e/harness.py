@@ -35,6 +35,10 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 ENVOY_BIN = Path(os.environ.get("ENVOY_BIN", REPO / ".venv" / "bin" / "envoy"))
 WASM = Path(os.environ.get("PD_WASM", REPO / "dist" / "progressive_delivery.wasm"))
+# The test-only build that traps on purpose (`make panic-probe`, src/host/panic_probe.rs).
+PANIC_PROBE_WASM = Path(
+    os.environ.get("PD_PANIC_PROBE_WASM", REPO / "target" / "panic-probe" / "progressive_delivery_panic_probe.wasm")
+)
 SHIPPED_ENVOY_YAML = REPO / "envoy.yaml"
 LOG_DIR = REPO / "e2e" / ".logs"
 
@@ -607,6 +611,10 @@ class Envoy:
     def prometheus(self) -> str:
         return self.admin("/stats/prometheus")
 
+    def stats(self) -> dict[str, str]:
+        """/stats as name -> value (counters and gauges are integers as text)."""
+        return dict(line.split(": ", 1) for line in self.admin("/stats").splitlines() if ": " in line)
+
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         """The value of one sample on /stats/prometheus, or None when it is not there."""
         return prometheus_value(self.prometheus(), name, labels or {})
@@ -765,3 +773,113 @@ def run_make(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         ["make", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# A trapped VM (README "Failure behaviour"; e2e/test_panic.py shows each signal on a real trap)
+
+# The filter's panic hook logs "panicked at FILE:LINE:COL: MESSAGE" at critical level, and Envoy
+# reports the call that trapped ("Function: proxy_on_request_headers failed: Uncaught
+# RuntimeError: unreachable").
+TRAP_LOG_MARKERS = ("[critical][wasm]", "Uncaught RuntimeError")
+
+
+def trap_lines(envoy: "Envoy") -> list[str]:
+    return [line for line in envoy.log().splitlines() if any(m in line for m in TRAP_LOG_MARKERS)]
+
+
+def vm_failure_stats(envoy: "Envoy", plugin: str = "progressive-delivery") -> dict[str, int]:
+    """The counters a trap moves, when any does: VMs the V8 runtime created (a FAIL_RELOAD
+    reload makes one more) and the plugin's FAIL_RELOAD counters. Under FAIL_CLOSED and
+    FAIL_OPEN no wasm stat moves: only the log and the 503s tell."""
+    stats = envoy.stats()
+    names = ["wasm.envoy.wasm.runtime.v8.created"] + [
+        f"wasm.{plugin}.{n}" for n in ("vm_reload", "vm_reload_backoff", "vm_reload_success", "vm_reload_failure")
+    ]
+    return {n: int(stats.get(n, 0)) for n in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Requests no well-behaved client library sends
+
+
+def raw_http1(port: int, request: bytes, timeout: float = 10.0) -> Response | None:
+    """Sends `request` as bytes on a fresh connection and reads one response (headers decoded
+    as Latin-1, so any byte survives). None when the connection closes without one. The
+    request should carry `connection: close`, or a body-less answer without content-length
+    is read until the timeout."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *lines = head.decode("latin-1").split("\r\n")
+        headers = [tuple(part.strip() for part in line.split(":", 1)) for line in lines]
+        length = next((int(v) for n, v in headers if n.lower() == "content-length"), None)
+        while length is None or len(body) < length:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return Response(int(status_line.split()[1]), headers, body)
+
+
+@dataclass
+class H2Reply:
+    """What an HTTP/2 request got: a response (status set), a RST_STREAM (`reset` holds the
+    error code), or a connection closed with neither (`status` and `reset` both None)."""
+
+    status: int | None
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    reset: int | None
+
+
+def h2_request(port: int, headers: list[tuple[bytes, bytes]], body: bytes = b"", timeout: float = 10.0) -> H2Reply:
+    """One HTTP/2 request (h2c, prior knowledge) with `headers` sent exactly as given, pseudo-
+    headers included: any bytes, any case, duplicates; HPACK carries what HTTP/1 framing
+    cannot. The `h2` library's own checks are off, so Envoy is the one that judges them."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    config = h2.config.H2Configuration(
+        client_side=True,
+        header_encoding=None,
+        validate_outbound_headers=False,
+        normalize_outbound_headers=False,
+        validate_inbound_headers=False,
+    )
+    conn = h2.connection.H2Connection(config=config)
+    conn.initiate_connection()
+    stream = conn.get_next_available_stream_id()
+    conn.send_headers(stream, headers, end_stream=not body)
+    if body:
+        conn.send_data(stream, body, end_stream=True)
+    reply = H2Reply(None, [], b"", None)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(conn.data_to_send())
+        while True:
+            try:
+                data = s.recv(65536)
+            except ConnectionResetError:
+                return reply
+            if not data:
+                return reply
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    reply.headers = list(event.headers)
+                    reply.status = int(dict(event.headers)[b":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    reply.body += event.data
+                    conn.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, h2.events.StreamReset):
+                    reply.reset = int(event.error_code)
+                    return reply
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.ConnectionTerminated)):
+                    return reply
+            s.sendall(conn.data_to_send())

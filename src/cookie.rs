@@ -52,7 +52,7 @@ fn find_semicolon(s: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     const SEMICOLONS: u64 = u64::from_ne_bytes([b';'; 8]);
-    let mut skipped = 0;
+    let mut skipped: usize = 0;
     for chunk in s.chunks_exact(8) {
         let Ok(bytes) = <[u8; 8]>::try_from(chunk) else {
             break;
@@ -61,10 +61,12 @@ fn find_semicolon(s: &[u8]) -> Option<usize> {
         if x.wrapping_sub(ONES) & !x & HIGHS != 0 {
             break;
         }
-        skipped += 8;
+        skipped = skipped.saturating_add(8);
     }
     let tail = s.get(skipped..)?;
-    tail.iter().position(|&b| b == b';').map(|i| skipped + i)
+    tail.iter()
+        .position(|&b| b == b';')
+        .map(|i| skipped.saturating_add(i))
 }
 
 /// The `name=value` pairs of one `Cookie` header, trimmed, quotes removed. A piece without `=`

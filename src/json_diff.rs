@@ -259,7 +259,7 @@ fn cut(json: String) -> String {
     }
     let mut cut: String = json
         .char_indices()
-        .take_while(|(i, c)| i + c.len_utf8() <= MAX_RENDERED_BYTES)
+        .take_while(|(i, c)| i.saturating_add(c.len_utf8()) <= MAX_RENDERED_BYTES)
         .map(|(_, c)| c)
         .collect();
     cut.push('…');

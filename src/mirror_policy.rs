@@ -140,10 +140,11 @@ pub enum Decision {
     Overloaded,
     IsMirror,
     DispatchFailed,
+    HeaderNotUtf8,
 }
 
 impl Decision {
-    pub const ALL: [Decision; 9] = [
+    pub const ALL: [Decision; 10] = [
         Decision::Mirrored,
         Decision::NotIdempotent,
         Decision::PathExcluded,
@@ -153,6 +154,7 @@ impl Decision {
         Decision::Overloaded,
         Decision::IsMirror,
         Decision::DispatchFailed,
+        Decision::HeaderNotUtf8,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -166,6 +168,7 @@ impl Decision {
             Decision::Overloaded => "overloaded",
             Decision::IsMirror => "is_mirror",
             Decision::DispatchFailed => "dispatch_failed",
+            Decision::HeaderNotUtf8 => "header_not_utf8",
         }
     }
 
@@ -303,11 +306,16 @@ impl Mirror {
     /// replace any the client sent), minus hop-by-hop and `remove_headers`, with the marker
     /// and the suffixed authority. Takes the request's headers to reuse them: no header
     /// (a 4 KB cookie, say) is copied to make the copy.
+    ///
+    /// `Err(HeaderNotUtf8)` when a header of the copy is not UTF-8: the Proxy-Wasm SDK's
+    /// callout takes text headers, and a copy that does not carry the request's bytes as they
+    /// are would compare the canary on a request the client never sent. It is the client's
+    /// doing, not the canary's, so it is a decision, not a failed comparison.
     pub fn copy_headers(
         &self,
         mut headers: Vec<(String, Vec<u8>)>,
         class_headers: &[(&str, Option<&[u8]>)],
-    ) -> Vec<(String, Vec<u8>)> {
+    ) -> Result<Vec<(String, String)>, Decision> {
         let listed_in_connection: Vec<Vec<u8>> = headers
             .iter()
             .filter(|(n, _)| n == "connection")
@@ -328,14 +336,19 @@ impl Mirror {
                 *value = self.shadow_authority(value);
             }
         }
-        headers.reserve(class_headers.len() + 1);
+        headers.reserve(class_headers.len().saturating_add(1));
         for (name, value) in class_headers {
             if let Some(v) = value {
                 headers.push(((*name).to_string(), v.to_vec()));
             }
         }
         headers.push((self.marker_header.clone(), b"1".to_vec()));
-        headers
+        let mut copy = Vec::with_capacity(headers.len());
+        for (name, value) in headers {
+            let value = String::from_utf8(value).map_err(|_| Decision::HeaderNotUtf8)?;
+            copy.push((name, value));
+        }
+        Ok(copy)
     }
 
     /// `authority` with the suffix on the host part, before any port, as Envoy's own
@@ -346,7 +359,7 @@ impl Mirror {
             return authority.to_vec();
         }
         let port_at = authority.iter().rposition(|b| *b == b':').filter(|&i| {
-            let port = authority.get(i + 1..).unwrap_or_default();
+            let port = authority.get(i.saturating_add(1)..).unwrap_or_default();
             let host = authority.get(..i).unwrap_or_default();
             // `::1` without brackets has colons but no port.
             !port.is_empty()
@@ -662,17 +675,15 @@ mod tests {
                 ("accept", "*/*"),
             ],
         );
-        let got = m.copy_headers(
-            h,
-            &[
-                ("x-user-class", Some(b"beta".as_slice())),
-                ("x-features", None),
-            ],
-        );
-        let got: Vec<(String, String)> = got
-            .into_iter()
-            .map(|(n, v)| (n, String::from_utf8(v).unwrap()))
-            .collect();
+        let got = m
+            .copy_headers(
+                h,
+                &[
+                    ("x-user-class", Some(b"beta".as_slice())),
+                    ("x-features", None),
+                ],
+            )
+            .unwrap();
         let want: Vec<(String, String)> = [
             (":method", "PUT"),
             (":path", "/a?b=c"),
@@ -685,6 +696,57 @@ mod tests {
         .map(|(n, v)| (n.to_string(), v.to_string()))
         .collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn copy_of_headers_that_are_not_utf8() {
+        let mut m = mirror();
+        m.remove_headers = vec!["authorization".into()];
+        let class_headers: &[(&str, Option<&[u8]>)] = &[("x-user-class", Some(b"stable"))];
+        // (what, extra request headers as bytes, whether a copy can be made)
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a [u8])], bool);
+        let cases: &[Case] = &[
+            ("all UTF-8", &[("cookie", b"a=1")], true),
+            (
+                "UTF-8 beyond ASCII",
+                &[("cookie", "a=\u{e9}t\u{e9}".as_bytes())],
+                true,
+            ),
+            (
+                "obs-text in a cookie",
+                &[("cookie", b"type=\xffinsider")],
+                false,
+            ),
+            (
+                "obs-text in a user id",
+                &[("x-user-id", b"\xfe\xff")],
+                false,
+            ),
+            (
+                "lone continuation byte",
+                &[("user-agent", b"Firefox\x80")],
+                false,
+            ),
+            ("truncated sequence", &[("accept", b"\xc3")], false),
+            // Replaced by the filter's class before the copy is made.
+            ("spoofed class", &[("x-user-class", b"\xffbeta")], true),
+            ("removed header", &[("authorization", b"Basic \xff")], true),
+            ("hop-by-hop header", &[("keep-alive", b"\xff")], true),
+        ];
+        for (what, extra, copied) in cases {
+            let mut h = headers("GET", "/", &[]);
+            h.extend(extra.iter().map(|(n, v)| (n.to_string(), v.to_vec())));
+            let got = m.copy_headers(h, class_headers);
+            if *copied {
+                let copy = got.unwrap_or_else(|d| panic!("{what}: {d:?}"));
+                assert!(
+                    copy.contains(&("x-user-class".into(), "stable".into())),
+                    "{what}"
+                );
+            } else {
+                assert_eq!(got.err(), Some(Decision::HeaderNotUtf8), "{what}");
+            }
+        }
     }
 
     #[test]
@@ -701,7 +763,8 @@ mod tests {
                 "body_too_large",
                 "overloaded",
                 "is_mirror",
-                "dispatch_failed"
+                "dispatch_failed",
+                "header_not_utf8"
             ]
         );
         for (i, d) in Decision::ALL.iter().enumerate() {

@@ -43,7 +43,7 @@ impl<T> Pending<T> {
         self.next_id = self.next_id.wrapping_add(1);
         self.entries
             .push_back((id, Some(Slot { deadline_ms, value })));
-        self.live += 1;
+        self.live = self.live.saturating_add(1);
         Ok(id)
     }
 
@@ -58,7 +58,7 @@ impl<T> Pending<T> {
 
     pub fn remove(&mut self, id: EntryId) -> Option<T> {
         let value = self.slot(id)?.take()?.value;
-        self.live -= 1;
+        self.live = self.live.saturating_sub(1);
         self.tidy();
         Some(value)
     }
@@ -72,7 +72,7 @@ impl<T> Pending<T> {
                 }
             }
         }
-        self.live -= due.len();
+        self.live = self.live.saturating_sub(due.len());
         self.tidy();
         due
     }
@@ -82,7 +82,7 @@ impl<T> Pending<T> {
         while self.entries.front().is_some_and(|(_, slot)| slot.is_none()) {
             self.entries.pop_front();
         }
-        if self.entries.len() > 2 * self.live + 16 {
+        if self.entries.len() > self.live.saturating_mul(2).saturating_add(16) {
             self.entries.retain(|(_, slot)| slot.is_some());
         }
     }

@@ -32,7 +32,7 @@ impl LogLimiter {
             .saturating_add(elapsed.saturating_mul(u64::from(self.per_second)))
             .min(cap);
         if self.tokens_milli >= 1000 {
-            self.tokens_milli -= 1000;
+            self.tokens_milli = self.tokens_milli.saturating_sub(1000);
             Some(std::mem::take(&mut self.suppressed))
         } else {
             self.suppressed = self.suppressed.saturating_add(1);

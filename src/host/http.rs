@@ -87,13 +87,19 @@ impl Http {
         };
         let method = String::from_utf8_lossy(value(":method")).into_owned();
         let path = printable_path(value(":path"));
-        let copy = mirror.copy_headers(
+        let copy = match mirror.copy_headers(
             headers,
             &[
                 (classification.header.as_str(), class_value),
                 (classification.features_header.as_str(), features),
             ],
-        );
+        ) {
+            Ok(copy) => copy,
+            Err(decision) => {
+                runtime.count(class, decision);
+                return;
+            }
+        };
         let job = Job {
             class,
             method,
@@ -160,6 +166,8 @@ impl HttpContext for Http {
                 return Action::Continue;
             }
         };
+        #[cfg(feature = "panic-probe")]
+        super::panic_probe::on_request_headers(&headers);
         let classification = &plugin.config.classification;
         let outcome = classification.classify(&headers, random_id);
         let Some(class) = classification.class(outcome.class) else {

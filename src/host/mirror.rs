@@ -67,7 +67,7 @@ pub struct Job {
     pub class: ClassId,
     pub method: String,
     pub path: String,
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -190,17 +190,22 @@ impl Runtime {
         self.with_state(|s| s.pending.len()).unwrap_or_default()
     }
 
+    /// A quarter of the timeout, within 50 ms to 1 s.
     pub fn tick_period(&self) -> Duration {
-        Duration::from_millis(u64::from((self.mirror.timeout_ms / 4).clamp(50, 1000)))
+        Duration::from_millis(u64::from((self.mirror.timeout_ms >> 2).clamp(50, 1000)))
     }
 
     pub fn count(&self, class: ClassId, decision: Decision) {
-        let i = class * Decision::ALL.len() + decision.index();
+        let i = class
+            .saturating_mul(Decision::ALL.len())
+            .saturating_add(decision.index());
         increment(self.metrics.decisions.get(i));
     }
 
     fn count_result(&self, class: ClassId, outcome: Outcome) {
-        let i = class * Outcome::ALL.len() + outcome.index();
+        let i = class
+            .saturating_mul(Outcome::ALL.len())
+            .saturating_add(outcome.index());
         increment(self.metrics.results.get(i));
     }
 
@@ -271,23 +276,11 @@ impl Runtime {
     fn try_submit(&self, job: Job) -> Result<EntryId, Decision> {
         let now = now_ms();
         let class = job.class;
-        // The SDK's callout takes text headers; a copy that cannot carry the request's bytes
-        // as they are is not sent at all.
-        let mut headers = Vec::with_capacity(job.headers.len());
-        for (name, value) in job.headers {
-            match String::from_utf8(value) {
-                Ok(v) => headers.push((name, v)),
-                Err(_) => {
-                    debug!("not mirrored: header {name} is not UTF-8");
-                    return Err(Decision::DispatchFailed);
-                }
-            }
-        }
         let entry = Entry {
             class,
             method: job.method,
             path: job.path,
-            copy: Some((headers, job.body)),
+            copy: Some((job.headers, job.body)),
             started_ms: now,
             dispatched_ms: now,
             primary: Primary::Waiting,
