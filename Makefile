@@ -12,7 +12,7 @@ ENVOY       := $(VENV)/bin/envoy
 WASM        := dist/progressive_delivery.wasm
 WBG_RUNNER  := $(VENV)/bin/wasm-bindgen-test-runner
 # Every sidecar pulls the module. Issue 5 asks for at most 300,000 bytes; until then this is
-# lowered as it shrinks, so `make test` catches any growth (311,867 bytes now).
+# lowered as it shrinks, so `make test` catches any growth (314,638 bytes now).
 WASM_SIZE_LIMIT ?= 315000
 # The runner must match the wasm-bindgen the tests were built against.
 WBG_VERSION  = $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"/\1/p;}' Cargo.lock)
