@@ -242,6 +242,7 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
     canary = harness.FastUpstream("canary", Canary()).start()
     e = harness.Envoy(harness.mirroring_envoy_config(PLUGIN, primary.port, canary.port), concurrency=WORKERS)
     loads: list[tuple[Kind, harness.H2load]] = []
+    stop = threading.Event()
     try:
         e.start()
         url = f"http://127.0.0.1:{e.listener_port}"
@@ -256,12 +257,14 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
 
         samples: list[dict] = []
         pending_seen: list[float] = []
-        stop = threading.Event()
 
         def poll_pending() -> None:
             # Between the 10 s samples too: the bound must hold at every moment we can see.
             while not stop.wait(0.5):
-                v = harness.metric_now(e, PENDING, {"canary_cluster": "canary"})
+                try:
+                    v = harness.metric_now(e, PENDING, {"canary_cluster": "canary"})
+                except OSError:
+                    continue
                 if v is not None:
                     pending_seen.append(v)
 
@@ -333,6 +336,7 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
         }
         result["failures"] = check(result)
     finally:
+        stop.set()
         for _, h in loads:
             h.stop()
         e.stop()
@@ -350,6 +354,8 @@ def summary(result: dict) -> str:
         f"sent {sum(k['sent'] for k in result['traffic'])} requests, all 2xx: {all(k['clean'] for k in result['traffic'])}",
         f"decisions {end['decisions']}",
         f"results {end['results']}; canary answers {result['canary_replies']}",
+        f"answers that came too late for the timeout besides the slow ones: "
+        f"{end['results'].get('mirror_timeout', 0) - result['canary_replies'].get('slow', 0)}",
         f"pending max {result['pending_max']:.0f} (bound {MAX_IN_FLIGHT * WORKERS}), after the load {result['pending_after']:.0f}",
     ]
     for key, f in result["flat"].items():
