@@ -899,8 +899,9 @@ class Reply:
     """What a `FastUpstream` does with one request: answers `status`, `headers`, `body` after
     `delay` seconds, or with `reset` closes the connection with a TCP RST (after `delay`)
     instead. With `stall`, the headers and half the body go out at once and the rest `stall`
-    seconds later. `label` names the reply in the upstream's tally (default: the status, or
-    "reset")."""
+    seconds later; `stall` with `reset` sends the headers and half the body, then resets
+    after `stall` seconds. `label` names the reply in the upstream's tally (default: the
+    status, or "reset")."""
 
     status: int = 200
     body: bytes = b""
@@ -1063,7 +1064,7 @@ class FastUpstream:
                 self._count((method, headers.get("x-user-class", ""), reply.name()))
                 if reply.delay:
                     await asyncio.sleep(reply.delay)
-                if reply.reset:
+                if reply.reset and not reply.stall:
                     sock = writer.get_extra_info("socket")
                     if sock is not None:
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -1085,6 +1086,12 @@ class FastUpstream:
                         await asyncio.sleep(reply.stall)
                         if writer.is_closing() or reader.at_eof():
                             self._count_abandoned()
+                            return
+                        if reply.reset:
+                            sock = writer.get_extra_info("socket")
+                            if sock is not None:
+                                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                            writer.transport.abort()
                             return
                         writer.write(payload[cut:])
                         await writer.drain()

@@ -223,12 +223,29 @@ fn header(headers: &[(String, Vec<u8>)], name: &str) -> Option<Vec<u8>> {
 /// all, a refused connection a 503 and the callout's own timeout a 504, both without the
 /// `x-envoy-upstream-service-time` header its router puts on every real upstream answer.
 /// Those are mirror failures, not the canary's answer.
-pub fn canary_failure(headers: &[(String, Vec<u8>)]) -> Option<Verdict> {
+///
+/// A reset is also what Envoy sends when its timeout fires after the canary's headers came
+/// but before its body finished: no 504 then, since the headers were already taken. A reset
+/// at the timeout (`elapsed_ms` since dispatch, measured a little after Envoy started its own
+/// timer, hence the slack) is that timeout, not the canary breaking the connection.
+pub fn canary_failure(
+    headers: &[(String, Vec<u8>)],
+    elapsed_ms: u64,
+    timeout_ms: u32,
+) -> Option<Verdict> {
+    /// Host clocks tick in milliseconds and the dispatch time is read after the call returns.
+    const TIMER_SLACK_MS: u64 = 5;
     if headers.is_empty() {
-        return Some(Verdict::new(
-            Outcome::MirrorError,
-            "the canary reset the stream",
-        ));
+        return Some(
+            if elapsed_ms.saturating_add(TIMER_SLACK_MS) >= u64::from(timeout_ms) {
+                Verdict::new(
+                    Outcome::MirrorTimeout,
+                    "the canary's answer did not complete within mirror.timeout_ms",
+                )
+            } else {
+                Verdict::new(Outcome::MirrorError, "the canary reset the stream")
+            },
+        );
     }
     if headers
         .iter()
@@ -458,17 +475,29 @@ mod tests {
         };
         let real = ("x-envoy-upstream-service-time", "3");
         #[rustfmt::skip]
-        let cases: Vec<(Headers, Option<(Outcome, &str)>)> = vec![
-            (h(&[]), Some((Outcome::MirrorError, "the canary reset the stream"))),
-            (h(&[(":status", "503")]), Some((Outcome::MirrorError, "no answer from the canary (Envoy replied 503)"))),
-            (h(&[(":status", "504")]), Some((Outcome::MirrorTimeout, "no answer within mirror.timeout_ms"))),
-            (h(&[(":status", "503"), real]), None),
-            (h(&[(":status", "504"), real]), None),
-            (h(&[(":status", "200"), real]), None),
+        let reset = "the canary reset the stream";
+        let stalled = "the canary's answer did not complete within mirror.timeout_ms";
+        // (headers, ms since dispatch, with a timeout of 1000 ms) -> verdict
+        #[rustfmt::skip]
+        let cases: Vec<(Headers, u64, Option<(Outcome, &str)>)> = vec![
+            (h(&[]), 0, Some((Outcome::MirrorError, reset))),
+            (h(&[]), 994, Some((Outcome::MirrorError, reset))),
+            (h(&[]), 995, Some((Outcome::MirrorTimeout, stalled))),
+            (h(&[]), 1000, Some((Outcome::MirrorTimeout, stalled))),
+            (h(&[]), u64::MAX, Some((Outcome::MirrorTimeout, stalled))),
+            (h(&[(":status", "503")]), 3, Some((Outcome::MirrorError, "no answer from the canary (Envoy replied 503)"))),
+            (h(&[(":status", "504")]), 1000, Some((Outcome::MirrorTimeout, "no answer within mirror.timeout_ms"))),
+            (h(&[(":status", "503"), real]), 3, None),
+            (h(&[(":status", "504"), real]), 1000, None),
+            (h(&[(":status", "200"), real]), 3, None),
         ];
-        for (headers, want) in cases {
+        for (headers, elapsed, want) in cases {
             let want = want.map(|(o, d)| Verdict::new(o, d));
-            assert_eq!(canary_failure(&headers), want, "{headers:?}");
+            assert_eq!(
+                canary_failure(&headers, elapsed, 1000),
+                want,
+                "{headers:?} after {elapsed} ms"
+            );
         }
     }
 

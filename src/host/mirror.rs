@@ -391,9 +391,10 @@ impl Runtime {
         };
         let headers =
             hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default();
-        let reply = match compare::canary_failure(&headers) {
+        let elapsed_ms = now_ms().saturating_sub(started);
+        let reply = match compare::canary_failure(&headers, elapsed_ms, self.mirror.timeout_ms) {
             Some(mut failure) => {
-                if failure.outcome == Outcome::MirrorTimeout {
+                if failure.outcome == Outcome::MirrorTimeout && !headers.is_empty() {
                     failure.detail = format!(
                         "no answer from cluster {:?} within {} ms",
                         self.mirror.cluster, self.mirror.timeout_ms
@@ -402,10 +403,7 @@ impl Runtime {
                 Err(failure)
             }
             None => {
-                record(
-                    self.metrics.mirror_ms.get(class),
-                    now_ms().saturating_sub(started),
-                );
+                record(self.metrics.mirror_ms.get(class), elapsed_ms);
                 let mut capture = BodyCapture::new(&self.mirror.compare);
                 capture_buffer(&mut capture, BufferType::HttpCallResponseBody, body_size);
                 Ok(Answer::from_headers(
