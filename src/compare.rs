@@ -479,14 +479,26 @@ mod tests {
         let stalled = "the canary's answer did not complete within mirror.timeout_ms";
         // (headers, ms since dispatch, with a timeout of 1000 ms) -> verdict
         #[rustfmt::skip]
-        let cases: Vec<(Headers, u64, Option<(Outcome, &str)>)> = vec![
+        type Case<'a> = (Headers, u64, Option<(Outcome, &'a str)>);
+        let cases: Vec<Case> = vec![
             (h(&[]), 0, Some((Outcome::MirrorError, reset))),
             (h(&[]), 994, Some((Outcome::MirrorError, reset))),
             (h(&[]), 995, Some((Outcome::MirrorTimeout, stalled))),
             (h(&[]), 1000, Some((Outcome::MirrorTimeout, stalled))),
             (h(&[]), u64::MAX, Some((Outcome::MirrorTimeout, stalled))),
-            (h(&[(":status", "503")]), 3, Some((Outcome::MirrorError, "no answer from the canary (Envoy replied 503)"))),
-            (h(&[(":status", "504")]), 1000, Some((Outcome::MirrorTimeout, "no answer within mirror.timeout_ms"))),
+            (
+                h(&[(":status", "503")]),
+                3,
+                Some((
+                    Outcome::MirrorError,
+                    "no answer from the canary (Envoy replied 503)",
+                )),
+            ),
+            (
+                h(&[(":status", "504")]),
+                1000,
+                Some((Outcome::MirrorTimeout, "no answer within mirror.timeout_ms")),
+            ),
             (h(&[(":status", "503"), real]), 3, None),
             (h(&[(":status", "504"), real]), 1000, None),
             (h(&[(":status", "200"), real]), 3, None),
