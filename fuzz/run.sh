@@ -63,8 +63,12 @@ for t in "${targets[@]}"; do
     >"$logs/$t.log" 2>&1 || status=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$logs/$t.log" | tail -1)
   runs=${runs:-$(sed -n 's/^Done \([0-9]*\) runs.*/\1/p' "$logs/$t.log" | tail -1)}
-  corpus=$(find "$work" -type f | wc -l)
-  line=$(printf '%-16s %10s executions in %ss, corpus %s inputs' "$t" "${runs:-?}" "$seconds" "$corpus")
+  # libFuzzer's last status line: coverage features and the corpus it keeps (inputs/size).
+  last=$(grep -E '^#[0-9]+' "$logs/$t.log" | tail -1)
+  cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$last")
+  corp=$(sed -n 's/.* corp: \([0-9]*\)\/\([0-9]*[a-zA-Z]*\).*/\1 inputs, \2/p' <<<"$last")
+  line=$(printf '%-16s %10s executions in %ss, coverage %s, corpus %s' \
+    "$t" "${runs:-?}" "$seconds" "${cov:-?}" "${corp:-?}")
   if [ "$status" -ne 0 ]; then
     failed=1
     # The panic or libFuzzer's error (timeout, out of memory), then cargo-fuzz's
