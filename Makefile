@@ -32,7 +32,7 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build check-size oci oci-push istio-manifests noop bench-tools bench panic-probe soak test lint unit wasm-unit e2e run check-manifests microbench microprofile clean
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build check-size oci oci-push istio-manifests noop bench-tools bench panic-probe soak test lint unit wasm-unit e2e run check-manifests microbench microprofile clean fuzz-tools fuzz fuzz-smoke
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -47,6 +47,7 @@ help:
 	@echo "make check-manifests  istio/**/*.yaml against the Istio and Flagger CRDs in e2e/schemas/"
 	@echo "make microbench   criterion micro-benchmarks of classification, mirror decision, comparison (not in make test)"
 	@echo "make microprofile instructions per call of the same cases under callgrind (needs valgrind)"
+	@echo "make fuzz     each cargo-fuzz target for FUZZ_SECONDS (60) [FUZZ_TARGETS=\"config cookie ...\"]"
 
 setup: toolchain venv wasm-bindgen-runner system-tools
 
@@ -165,7 +166,6 @@ panic-probe: toolchain binaryen
 	  --strip-debug --strip-producers --strip-target-features \
 	  target/panic-probe/wasm32-wasip1/release/progressive_delivery.wasm -o $(PANIC_PROBE_WASM)
 
-
 # Not part of make test, which runs 60 s of it (e2e/test_soak.py): mixed traffic through the filter,
 # a canary answering 10% errors, Envoy's RSS and heap and the pending mirrors every 10 s; fails
 # unless they stay flat and every request and mirror is accounted for.
@@ -176,7 +176,7 @@ soak: setup build
 e2e: setup build oci panic-probe
 	cd e2e && ../$(PY) -m pytest $(PYTEST_ARGS)
 
-test: setup lint unit wasm-unit e2e check-size
+test: setup lint unit fuzz-smoke wasm-unit e2e check-size
 
 run: setup build
 	$(PY) e2e/demo.py
@@ -199,5 +199,31 @@ microbench:
 microprofile:
 	benches/callgrind.sh
 
+# cargo-fuzz, pinned like the wasm-bindgen runner. It runs on the stable toolchain with
+# `--sanitizer none` (see fuzz/run.sh); libFuzzer itself is C++, built by libfuzzer-sys.
+CARGO_FUZZ_VERSION := 0.13.2
+CARGO_FUZZ := $(VENV)/bin/cargo-fuzz
+fuzz-tools:
+	@command -v c++ >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends g++; }
+	@if [ "$$($(CARGO_FUZZ) --version 2>/dev/null)" != "cargo-fuzz $(CARGO_FUZZ_VERSION)" ]; then \
+	  echo "installing cargo-fuzz $(CARGO_FUZZ_VERSION) into $(VENV) (a minute or two, once)"; \
+	  cargo install --quiet --locked cargo-fuzz --version "=$(CARGO_FUZZ_VERSION)" --root $(VENV) --force; \
+	fi
+
+# Each target in turn for FUZZ_SECONDS, from the seeds in fuzz/corpus/ and what earlier runs
+# found (target/fuzz-corpus/); fails on a crash and names its artifact. FUZZ_TARGETS picks
+# some, FUZZ_SANITIZER=address uses the nightly toolchain.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?=
+FUZZ_SANITIZER ?= none
+fuzz: fuzz-tools
+	CARGO_FUZZ=$(CARGO_FUZZ) FUZZ_SANITIZER=$(FUZZ_SANITIZER) fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_TARGETS)
+
+# make test's share: every target briefly, so the seeds (every past finding among them) run
+# again and a new panic near them shows.
+FUZZ_SMOKE_SECONDS ?= 10
+fuzz-smoke: fuzz-tools
+	CARGO_FUZZ=$(CARGO_FUZZ) fuzz/run.sh $(FUZZ_SMOKE_SECONDS) $(FUZZ_TARGETS)
+
 clean:
-	rm -rf target dist e2e/.logs
+	rm -rf target dist e2e/.logs fuzz/target fuzz/artifacts fuzz/coverage

@@ -530,12 +530,16 @@ fn compile_matcher(
     } else if let Some(s) = &raw.contains {
         StringMatch::Contains(bytes(s))
     } else if let Some(p) = &raw.regex {
-        // Anchored: Istio and Envoy regex matches are full matches (RE2 FullMatch).
-        match RegexBuilder::new(&format!("^(?:{p})$"))
-            .case_insensitive(raw.ignore_case)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-        {
+        let build = |pattern: &str| {
+            RegexBuilder::new(pattern)
+                .case_insensitive(raw.ignore_case)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+        };
+        // Anchored: Istio and Envoy regex matches are full matches (RE2 FullMatch). The pattern
+        // must be valid on its own first: one that closes the group it is wrapped in (`a)|(b`)
+        // would escape the anchors and match part of a value, where Envoy refuses it.
+        match build(p).and_then(|_| build(&format!("^(?:{p})$"))) {
             Ok(re) => StringMatch::Regex {
                 re,
                 required: crate::string_match::required_literal(p, raw.ignore_case),
@@ -812,6 +816,10 @@ mod tests {
                 format!("classification.rules[0].query: sets prefix, suffix and present; {matchers}")]),
             (rule(r#"{"class": "f", "header": {"name": "user-agent", "regex": "(Firefox"}}"#), vec![
                 "classification.rules[0].header.regex: \"(Firefox\" is not a valid regex: found open group without closing ')'".into()]),
+            // Valid only inside the wrapper `^(?:...)$`, which it would escape (found by the
+            // string_match fuzz target): as written it matches any value starting with "a".
+            (rule(r#"{"class": "f", "header": {"name": "user-agent", "regex": "a)|(b"}}"#), vec![
+                "classification.rules[0].header.regex: \"a)|(b\" is not a valid regex: found closing ')' without matching '('".into()]),
             (rule(r#"{"class": "b", "header": {"name": "x b", "present": true}}"#), vec![
                 format!("classification.rules[0].header.name: \"x b\" is not a valid HTTP header name ({header_chars}, or one of :authority, :method, :path, :scheme)")]),
             (rule(r#"{"class": "b", "header": {"name": ":status", "present": true}}"#), vec![

@@ -87,7 +87,7 @@ impl Matcher {
 ///
 /// Conservative: no literal for case-insensitive patterns, inline flags, alternation
 /// anywhere (`.*a|b` needs no `a`), or escapes; a literal character followed by a quantifier
-/// that may repeat it zero times (`*`, `?`, `{`) is left out.
+/// that may repeat it zero times (`*`, `?`, `{`, or `+` and another of these) is left out.
 pub fn required_literal(pattern: &str, ignore_case: bool) -> Vec<u8> {
     let Some(rest) = pattern.strip_prefix(".*") else {
         return Vec::new();
@@ -96,13 +96,27 @@ pub fn required_literal(pattern: &str, ignore_case: bool) -> Vec<u8> {
         return Vec::new();
     }
     let mut literal = Vec::new();
-    for b in rest.bytes() {
+    let bytes = rest.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
         match b {
             b'*' | b'?' | b'{' => {
                 literal.pop();
                 break;
             }
-            b'\\' | b'.' | b'+' | b'(' | b')' | b'[' | b']' | b'}' | b'^' | b'$' => break,
+            // `+` keeps its character unless another repetition follows: regex-lite reads
+            // `d+*` as `(?:d+)*` and `d++*` as `(?:(?:d+)+)*`, which match without a `d`.
+            b'+' => {
+                let after = bytes.iter().skip(i).find(|&&c| c != b'+');
+                if matches!(after, Some(b'*' | b'?' | b'{')) {
+                    literal.pop();
+                }
+                break;
+            }
+            // A group closed here was opened before the `.*`, and a `?` after it would make
+            // everything so far optional (`.*ab)?(` matches ""). `config` refuses patterns that
+            // are unbalanced on their own, so this is for callers that do not.
+            b')' => return Vec::new(),
+            b'\\' | b'.' | b'(' | b'[' | b']' | b'}' | b'^' | b'$' => break,
             b if b.is_ascii_graphic() || b == b' ' => literal.push(b),
             _ => break,
         }
@@ -147,6 +161,17 @@ mod tests {
             ("Firefox.*", false, ""),
             (".*", false, ""),
             (".*[ab]c", false, ""),
+            // Found by the string_match fuzz target: `^(?:.*ab)?()$` matches "" (the pattern
+            // closes the group it is wrapped in; config now refuses such patterns).
+            (".*ab)?(", false, ""),
+            (".*ab)(", false, ""),
+            // Found by the same target: a repetition of a `+` repetition may repeat it zero times.
+            (".*d+*", false, ""),
+            (".*ab+{0}", false, "a"),
+            (".*ab+?c", false, "a"),
+            (".*ab++", false, "ab"),
+            (".*d++*", false, ""),
+            (".*d+++{0}", false, ""),
         ];
         for (pattern, ignore_case, want) in cases {
             assert_eq!(
@@ -168,6 +193,9 @@ mod tests {
             ".*ab+c",
             ".*a b;c=d.*",
             ".*x\ny",
+            ".*ab)?(",
+            ".*d+*",
+            ".*d++*",
         ];
         let values: Vec<&[u8]> = vec![
             b"",
