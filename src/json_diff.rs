@@ -227,7 +227,8 @@ fn floats_close(a: f64, b: f64) -> bool {
     let ordered = |x: f64| {
         let bits = i64::from_ne_bytes(x.to_bits().to_ne_bytes());
         if bits < 0 {
-            -(bits & i64::MAX)
+            // Non-negative once the sign bit is masked off, so this never wraps.
+            (bits & i64::MAX).wrapping_neg()
         } else {
             bits
         }
