@@ -71,7 +71,23 @@ fuzz_target!(|data: &[u8]| {
             class.features.as_deref().map(str::as_bytes),
         ),
     ];
-    let copy = m.copy_headers(headers.clone(), &class_headers);
+    let copy = match m.copy_headers(headers.clone(), &class_headers) {
+        Ok(copy) => copy
+            .into_iter()
+            .map(|(n, v)| (n, v.into_bytes()))
+            .collect::<Vec<_>>(),
+        Err(decision) => {
+            // Only a header the copy would carry as the client sent it can be the reason.
+            assert_eq!(decision, Decision::HeaderNotUtf8);
+            assert!(
+                kept(m, headers, &class_headers)
+                    .iter()
+                    .any(|(_, v)| std::str::from_utf8(v).is_err()),
+                "refused a copy whose headers are all UTF-8"
+            );
+            return;
+        }
+    };
     check_copy(m, headers, &class_headers, &copy);
     // The canary's own filter must see the copy as a copy, or a shared Envoy mirrors forever.
     assert_eq!(
@@ -139,12 +155,13 @@ fn expected(m: &Mirror, headers: &[(String, Vec<u8>)], class: usize) -> Result<(
     Ok(())
 }
 
-fn check_copy(
+/// The request's own headers the copy carries, in order, minus the dropped ones and the ones
+/// the filter sets, with the authority suffixed.
+fn kept(
     m: &Mirror,
     headers: &[(String, Vec<u8>)],
     class_headers: &[(&str, Option<&[u8]>)],
-    copy: &[(String, Vec<u8>)],
-) {
+) -> Vec<(String, Vec<u8>)> {
     let listed_in_connection: Vec<Vec<u8>> = values(headers, "connection")
         .flat_map(|v| v.split(|&b| b == b','))
         .map(|t| t.trim_ascii().to_ascii_lowercase())
@@ -156,9 +173,7 @@ fn check_copy(
             || m.remove_headers.iter().any(|r| r == name)
             || listed_in_connection.iter().any(|t| t == name.as_bytes())
     };
-    // The request's own headers, in order, minus the dropped ones and the ones the filter
-    // sets, with the authority suffixed.
-    let kept: Vec<(String, Vec<u8>)> = headers
+    headers
         .iter()
         .filter(|(n, _)| !dropped(n) && !added(n))
         .map(|(n, v)| {
@@ -169,7 +184,18 @@ fn check_copy(
             };
             (n.clone(), v)
         })
-        .collect();
+        .collect()
+}
+
+fn check_copy(
+    m: &Mirror,
+    headers: &[(String, Vec<u8>)],
+    class_headers: &[(&str, Option<&[u8]>)],
+    copy: &[(String, Vec<u8>)],
+) {
+    let added =
+        |name: &str| name == m.marker_header || class_headers.iter().any(|(n, _)| *n == name);
+    let kept = kept(m, headers, class_headers);
     let copied: Vec<(String, Vec<u8>)> = copy.iter().filter(|(n, _)| !added(n)).cloned().collect();
     assert_eq!(copied, kept, "the copy's headers");
     for (name, value) in class_headers {
