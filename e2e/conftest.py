@@ -52,19 +52,32 @@ def pytest_runtest_makereport(item, call):
     return rep
 
 
-@pytest.fixture
-def upstream():
-    """`upstream(name, respond=None)` starts a recording HTTP server on a free port."""
-    started: list[harness.Upstream] = []
+def _servers(kind):
+    """A fixture body: `make(name, how)` starts a `kind(name, how)` server; all of them are
+    stopped after the test."""
+    started = []
 
-    def make(name: str, respond=None) -> harness.Upstream:
-        up = harness.Upstream(name, respond).start()
+    def make(name: str, how=None):
+        up = kind(name, how).start()
         started.append(up)
         return up
 
     yield make
     for up in started:
         up.stop()
+
+
+@pytest.fixture
+def upstream():
+    """`upstream(name, respond=None)` starts a recording HTTP server on a free port."""
+    yield from _servers(harness.Upstream)
+
+
+@pytest.fixture
+def fast_upstream():
+    """`fast_upstream(name, reply)` starts a `harness.FastUpstream` (asyncio, for load tests,
+    its reply switchable while it runs) on a free port."""
+    yield from _servers(harness.FastUpstream)
 
 
 @pytest.fixture

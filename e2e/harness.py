@@ -62,6 +62,18 @@ def shipped_config() -> dict:
     return yaml.safe_load(SHIPPED_ENVOY_YAML.read_text())
 
 
+def shipped_config_on(ports: dict[str, int]) -> dict:
+    """envoy.yaml as shipped, with its listener and admin on free ports (0) and each cluster
+    named in `ports` (primary, canary) pointed at that port."""
+    cfg = shipped_config()
+    cfg["admin"]["address"]["socket_address"]["port_value"] = 0
+    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = 0
+    for cluster in cfg["static_resources"]["clusters"]:
+        sa = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+        sa["port_value"] = ports[cluster["name"]]
+    return cfg
+
+
 def shipped_stats_tags() -> list[dict]:
     """The stats tags of the shipped envoy.yaml: tests use them so they check what users get."""
     return shipped_config()["stats_config"]["stats_tags"]

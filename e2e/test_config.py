@@ -64,14 +64,7 @@ def test_shipped_envoy_yaml_validates():
 def test_shipped_envoy_yaml_routes_classes(envoy, upstream):
     """envoy.yaml as `make run` uses it, on free ports instead of 8081/8082/10000/9901."""
     primary, canary = upstream("primary"), upstream("canary")
-    cfg = harness.shipped_config()
-    cfg["admin"]["address"]["socket_address"]["port_value"] = 0
-    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = 0
-    ports = {"primary": primary.port, "canary": canary.port}
-    for cluster in cfg["static_resources"]["clusters"]:
-        sa = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        sa["port_value"] = ports[cluster["name"]]
-    e = envoy(cfg)
+    e = envoy(harness.shipped_config_on({"primary": primary.port, "canary": canary.port}))
 
     cases = [
         ([], "primary", "stable"),

@@ -104,20 +104,6 @@ PHASES = [
 ]
 
 
-@pytest.fixture
-def fast_upstream():
-    started: list[harness.FastUpstream] = []
-
-    def make(name: str, reply) -> harness.FastUpstream:
-        up = harness.FastUpstream(name, reply).start()
-        started.append(up)
-        return up
-
-    yield make
-    for up in started:
-        up.stop()
-
-
 class PendingSampler:
     """Reads the pending gauge from /stats/prometheus in a thread, as often as it can (at most
     every 20 ms), until stopped; `max_since(mark)` is the largest value read since `mark()`."""

@@ -318,13 +318,7 @@ CASES: list[tuple[str, str, Callable[[harness.Envoy], Reply], Outcome]] = [
 
 
 def shipped_like(primary: harness.Upstream, canary: harness.Upstream, *, headers_kb: int | None, inner: bool) -> dict:
-    cfg = harness.shipped_config()
-    cfg["admin"]["address"]["socket_address"]["port_value"] = 0
-    cfg["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = 0
-    ports = {"primary": primary.port, "canary": canary.port}
-    for cluster in cfg["static_resources"]["clusters"]:
-        sa = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
-        sa["port_value"] = ports[cluster["name"]]
+    cfg = harness.shipped_config_on({"primary": primary.port, "canary": canary.port})
     hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     if headers_kb is not None:
         hcm["max_request_headers_kb"] = headers_kb
