@@ -19,6 +19,7 @@ use progressive_delivery::mirror_policy::{Decision, Method, Mirror, METHOD_OVERR
 use progressive_delivery_fuzz::{configs, Input};
 
 /// Hop-by-hop headers and the ones Envoy sets afresh on the copy (README, "Mirroring").
+/// Written out again from the README, not imported: the oracle must not share the list it checks.
 const NOT_COPIED: [&str; 11] = [
     "connection",
     "keep-alive",
