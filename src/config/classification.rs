@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use regex_lite::RegexBuilder;
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
 use crate::classify::{Bucket, Class, ClassId, Classification, Condition, Part, Rule};
 use crate::http_syntax::{is_header_name, is_safe_header_value, PSEUDO_HEADERS};
@@ -24,29 +25,19 @@ pub const DEFAULT_FEATURES_HEADER: &str = "x-features";
 /// Compiled size limit of one regex, so a config cannot make a matcher that eats the VM.
 pub const REGEX_SIZE_LIMIT: usize = 256 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawClassification {
+    #[default(DEFAULT_CLASS_HEADER.into())]
     header: String,
+    #[default(DEFAULT_CLASS.into())]
     default_class: String,
     trust_incoming_header: bool,
     rules: Vec<Object<RawRule>>,
+    #[default(DEFAULT_FEATURES_HEADER.into())]
     features_header: String,
     /// In class name order, each class once (of a class given twice, the last list).
     features: BTreeMap<String, Vec<String>>,
-}
-
-impl Default for RawClassification {
-    fn default() -> Self {
-        RawClassification {
-            header: DEFAULT_CLASS_HEADER.to_string(),
-            default_class: DEFAULT_CLASS.to_string(),
-            trust_incoming_header: false,
-            rules: Vec::new(),
-            features_header: DEFAULT_FEATURES_HEADER.to_string(),
-            features: BTreeMap::new(),
-        }
-    }
 }
 
 /// A rule: its class and its conditions, each under its own key. A new condition is a field

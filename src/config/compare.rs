@@ -1,6 +1,7 @@
 //! The `mirror.compare` section: what of the canary's answer is compared with the primary's.
 
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
 use crate::compare::{BodyMode, CompareSpec};
 use crate::json_diff::IgnorePattern;
@@ -10,24 +11,15 @@ use super::error::ConfigErrors;
 
 pub const DEFAULT_COMPARE_MAX_BODY_BYTES: usize = 256 * 1024;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawCompare {
     headers: Vec<String>,
+    #[default(BodyMode::Bytes)]
     body: BodyMode,
     ignore: Vec<String>,
+    #[default(DEFAULT_COMPARE_MAX_BODY_BYTES)]
     max_body_bytes: usize,
-}
-
-impl Default for RawCompare {
-    fn default() -> Self {
-        RawCompare {
-            headers: Vec::new(),
-            body: BodyMode::Bytes,
-            ignore: Vec::new(),
-            max_body_bytes: DEFAULT_COMPARE_MAX_BODY_BYTES,
-        }
-    }
 }
 
 /// The section found at `path`.

@@ -2,6 +2,7 @@
 //! [`Mirror`]. It is read after `classification`, whose classes and headers it refers to.
 
 use serde::Deserialize;
+use smart_default::SmartDefault;
 
 use crate::classify::Classification;
 use crate::mirror_policy::{Method, Mirror};
@@ -17,46 +18,33 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawMirror {
+    #[default("canary".into())]
     cluster: String,
+    #[default("-shadow".into())]
     authority_suffix: String,
+    #[default("x-mirror".into())]
     marker_header: String,
+    #[default(100.0)]
     percent: f64,
     sample_key: Option<Object<RawBucketKey>>,
     classes: Vec<String>,
     include_paths: Vec<String>,
     exclude_paths: Vec<String>,
+    /// `None`: the idempotent methods.
     methods: Option<Vec<String>>,
+    /// Empty: POST and PATCH are never mirrored.
     idempotency_key_header: String,
+    #[default(DEFAULT_TIMEOUT_MS)]
     timeout_ms: u32,
+    #[default(DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    #[default(DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
     remove_headers: Vec<String>,
     compare: Object<RawCompare>,
-}
-
-impl Default for RawMirror {
-    fn default() -> Self {
-        RawMirror {
-            cluster: "canary".to_string(),
-            authority_suffix: "-shadow".to_string(),
-            marker_header: "x-mirror".to_string(),
-            percent: 100.0,
-            sample_key: None,
-            classes: Vec::new(),
-            include_paths: Vec::new(),
-            exclude_paths: Vec::new(),
-            methods: None,
-            idempotency_key_header: String::new(),
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            remove_headers: Vec::new(),
-            compare: Object::default(),
-        }
-    }
 }
 
 const IDEMPOTENT_LIST: &str = "GET, HEAD, OPTIONS, TRACE, PUT, DELETE";
