@@ -60,11 +60,11 @@ enum RawCondition {
 impl RawRule {
     /// Every condition key of a rule, in the order they are checked and messages list
     /// them, with the condition given under it.
-    fn conditions(self) -> (String, [(&'static str, Option<RawCondition>); 4]) {
+    fn conditions(self) -> (String, Vec<(&'static str, Option<RawCondition>)>) {
         let on = |part: Part, c: Option<Object<RawStringCondition>>| {
             (part.key(), c.map(|Object(c)| RawCondition::Match(part, c)))
         };
-        let conditions = [
+        let conditions = vec![
             on(Part::Header, self.header),
             on(Part::Cookie, self.cookie),
             on(Part::Query, self.query),
