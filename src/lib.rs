@@ -16,6 +16,7 @@ pub mod config;
 pub mod config_error;
 mod config_json;
 pub mod cookie;
+pub mod decode;
 pub mod http_syntax;
 pub mod json_diff;
 pub mod metric_names;
