@@ -17,6 +17,7 @@ pub mod config_error;
 mod config_json;
 pub mod cookie;
 pub mod decode;
+pub mod endpoint;
 pub mod http_syntax;
 pub mod json_diff;
 pub mod metric_names;
