@@ -23,6 +23,7 @@ pub mod json_diff;
 pub mod metric_names;
 pub mod mirror_config;
 pub mod mirror_policy;
+pub mod noise;
 pub mod pending;
 pub mod query;
 pub mod rate_limit;
