@@ -11,11 +11,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
-use super::mirror::{capture_buffer, printable_path, Job};
-use super::root::{mirror_of, Plugin};
+use super::mirror::{capture_buffer, Metrics};
+use super::plugin::{mirror_of, Plugin};
 use crate::classify::ClassId;
-use crate::compare::{Answer, BodyCapture};
+use crate::compare::BodyCapture;
 use crate::mirror_policy::Decision;
+use crate::mirror_session::{printable_path, Job};
 use crate::pending::EntryId;
 
 /// `Set-Cookie` attributes of an assigned id: a year, the whole site, sent on top-level
@@ -69,7 +70,7 @@ impl Http {
         };
         let mirror = runtime.config();
         if let Err(decision) = mirror.decide(&headers, class, assigned, random_bucket) {
-            runtime.count(class, decision);
+            runtime.with(|s| s.count(class, decision));
             return;
         }
         let classification = &plugin.config.classification;
@@ -96,7 +97,7 @@ impl Http {
         ) {
             Ok(copy) => copy,
             Err(decision) => {
-                runtime.count(class, decision);
+                runtime.with(|s| s.count(class, decision));
                 return;
             }
         };
@@ -121,12 +122,12 @@ impl Http {
         let Some(runtime) = mirror_of(&self.plugin) else {
             return;
         };
-        if let Some(id) = runtime.submit(job) {
+        if let Some(Some(id)) = runtime.with(|s| s.submit(job)) {
             self.mirror = MirrorStream::Submitted { id, response: None };
             if self.response_started {
                 // The primary answered before the request was complete: its response went
                 // by unobserved, so there is nothing to compare the canary's with.
-                runtime.primary_answered(id, None);
+                runtime.with(|s| s.primary_answered(id, None));
             }
         }
     }
@@ -140,15 +141,11 @@ impl Http {
         let Some(runtime) = mirror_of(&self.plugin) else {
             return;
         };
-        let answer = match (complete, response) {
-            (true, Some((headers, body))) => Some(Answer::from_headers(
-                &runtime.config().compare,
-                &headers,
-                body.finish(),
-            )),
+        let response = match (complete, response) {
+            (true, Some((headers, body))) => Some((headers, body.finish())),
             _ => None,
         };
-        runtime.primary_answered(id, answer);
+        runtime.with(|s| s.primary_answered(id, response));
     }
 }
 
@@ -185,18 +182,18 @@ impl HttpContext for Http {
         {
             set_request_header(&classification.features_header, features);
         }
-        // Envoy picked the route before this filter ran; without this, a route that matches
-        // the class header would not be taken (see shared/envoy-host-facts.md).
+        // Envoy picked the route before this filter ran, and does not pick it again when a
+        // header changes; without this, a route on the class header would not see it
+        // (docs/design.md).
         if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
             if !plugin.route_cache_warned.replace(true) {
                 warn!("host cannot clear the route cache ({status:?}); routes on the class header will not see it");
             }
         }
-        if let Some(Some(id)) = plugin.requests_total.get(outcome.class) {
-            if let Err(status) = hostcalls::increment_metric(*id, 1) {
-                debug!("increment_metric failed: {status:?}");
-            }
-        }
+        plugin
+            .requests_total
+            .get(outcome.class)
+            .increment(&Metrics, 1);
         self.start_mirror(
             &plugin,
             headers,
@@ -219,7 +216,7 @@ impl HttpContext for Http {
                 let class = job.class;
                 self.mirror = MirrorStream::Off;
                 if let Some(m) = mirror_of(&self.plugin) {
-                    m.count(class, Decision::BodyTooLarge);
+                    m.with(|s| s.count(class, Decision::BodyTooLarge));
                 }
                 return Action::Continue;
             }
@@ -231,7 +228,7 @@ impl HttpContext for Http {
                     let class = job.class;
                     self.mirror = MirrorStream::Off;
                     if let Some(m) = mirror_of(&self.plugin) {
-                        m.count(class, Decision::DispatchFailed);
+                        m.with(|s| s.count(class, Decision::DispatchFailed));
                     }
                     return Action::Continue;
                 }
