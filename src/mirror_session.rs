@@ -12,7 +12,6 @@
 //! fake host; the host adapter reads the host's buffers and passes plain values in.
 
 use std::collections::{HashMap, VecDeque};
-use std::rc::Rc;
 use std::time::Duration;
 
 use log::{debug, info, warn};
@@ -104,7 +103,7 @@ struct Metrics {
 
 pub struct MirrorSession<H: Host> {
     host: H,
-    mirror: Rc<Mirror>,
+    mirror: Mirror,
     class_names: Vec<String>,
     metrics: Metrics,
     pending: Pending<Entry>,
@@ -130,7 +129,7 @@ pub struct MirrorSession<H: Host> {
 impl<H: Host> MirrorSession<H> {
     /// Defines every mirror metric at 0 for every class, so rate() and ratios work from the
     /// first scrape instead of from the first event.
-    pub fn new(host: H, mirror: Rc<Mirror>, class_names: Vec<String>) -> Self {
+    pub fn new(host: H, mirror: Mirror, class_names: Vec<String>) -> Self {
         let cluster = mirror.cluster.as_str();
         let names = || class_names.iter().map(String::as_str);
         let metrics = Metrics {
@@ -515,6 +514,203 @@ impl<H: Host> Drop for MirrorSession<H> {
     }
 }
 
+/// A request as its headers arrive.
+pub struct Request<'a> {
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub class: ClassId,
+    /// The ids the classifier just gave a first-time visitor.
+    pub assigned: &'a [(String, String)],
+    /// The class and features headers the copy gets (`None`: removed), as the primary's
+    /// request got them.
+    pub class_headers: &'a [(&'a str, Option<&'a [u8]>)],
+}
+
+/// Where one request is in mirroring. The stream context holds it and passes the session in
+/// on each callback; what it reads from the host comes in through the closures, called only
+/// when the state needs it.
+#[derive(Default)]
+pub struct StreamMirror {
+    state: StreamState,
+    /// The primary's response has begun, whatever the state.
+    response_started: bool,
+}
+
+#[derive(Default)]
+enum StreamState {
+    #[default]
+    Off,
+    /// Copying the request body while it streams to the primary.
+    Copying(Job),
+    /// Handed to the session; `response` is filled as the primary's response streams by.
+    Submitted {
+        id: EntryId,
+        response: Option<(Vec<(String, Vec<u8>)>, BodyCapture)>,
+    },
+}
+
+impl StreamMirror {
+    /// Decides on the request headers and, for a candidate, starts copying it (and submits
+    /// it at once when it has no body, `end`). `draw` is the sample draw
+    /// ([`Mirror::decide`]).
+    pub fn start<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        request: Request,
+        draw: impl FnOnce() -> Option<u32>,
+        end: bool,
+    ) {
+        let Request {
+            headers,
+            class,
+            assigned,
+            class_headers,
+        } = request;
+        let mirror = session.config();
+        if let Err(decision) = mirror.decide(&headers, class, assigned, draw) {
+            session.count(class, decision);
+            return;
+        }
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or_default()
+        };
+        let method = String::from_utf8_lossy(value(":method")).into_owned();
+        let path = printable_path(value(":path"));
+        let copy = match mirror.copy_headers(headers, class_headers) {
+            Ok(copy) => copy,
+            Err(decision) => {
+                session.count(class, decision);
+                return;
+            }
+        };
+        self.state = StreamState::Copying(Job {
+            class,
+            method,
+            path,
+            headers: copy,
+            body: Vec::new(),
+        });
+        if end {
+            self.submit(session);
+        }
+    }
+
+    /// A request body chunk of `len` bytes; `read` copies it out of the host.
+    pub fn request_body<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        len: usize,
+        read: impl FnOnce() -> Result<Vec<u8>, String>,
+        end: bool,
+    ) {
+        let StreamState::Copying(job) = &mut self.state else {
+            return;
+        };
+        if job.body.len().saturating_add(len) > session.config().max_body_bytes {
+            session.count(job.class, Decision::BodyTooLarge);
+            self.state = StreamState::Off;
+            return;
+        }
+        match read() {
+            Ok(chunk) => job.body.extend_from_slice(&chunk),
+            Err(e) => {
+                debug!("cannot read the request body: {e}; not mirrored");
+                session.count(job.class, Decision::DispatchFailed);
+                self.state = StreamState::Off;
+                return;
+            }
+        }
+        if end {
+            self.submit(session);
+        }
+    }
+
+    /// Trailers end the request; the copy is sent without them.
+    pub fn request_trailers<H: Host>(&mut self, session: &mut MirrorSession<H>) {
+        self.submit(session);
+    }
+
+    fn submit<H: Host>(&mut self, session: &mut MirrorSession<H>) {
+        let StreamState::Copying(job) = std::mem::take(&mut self.state) else {
+            return;
+        };
+        if let Some(id) = session.submit(job) {
+            self.state = StreamState::Submitted { id, response: None };
+            if self.response_started {
+                // The primary answered before the request was complete: its response went
+                // by unobserved, so there is nothing to compare the canary's with.
+                session.primary_answered(id, None);
+            }
+        }
+    }
+
+    /// The primary's response headers; `read` copies them out of the host.
+    pub fn response_headers<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        read: impl FnOnce() -> Result<Vec<(String, Vec<u8>)>, String>,
+        end: bool,
+    ) {
+        self.response_started = true;
+        let StreamState::Submitted { response, .. } = &mut self.state else {
+            return;
+        };
+        match read() {
+            Ok(headers) => {
+                *response = Some((headers, BodyCapture::new(&session.config().compare)));
+            }
+            Err(e) => debug!("cannot read response headers: {e}"),
+        }
+        if end {
+            self.primary_done(session, true);
+        }
+    }
+
+    /// A chunk of the primary's response body; `feed` gives it to the capture.
+    pub fn response_body<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        feed: impl FnOnce(&mut BodyCapture),
+        end: bool,
+    ) {
+        let StreamState::Submitted {
+            response: Some((_, capture)),
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        feed(capture);
+        if end {
+            self.primary_done(session, true);
+        }
+    }
+
+    pub fn response_trailers<H: Host>(&mut self, session: &mut MirrorSession<H>) {
+        self.primary_done(session, true);
+    }
+
+    /// The stream is over: still waiting here means the response never completed (reset,
+    /// client gone).
+    pub fn log<H: Host>(&mut self, session: &mut MirrorSession<H>) {
+        self.primary_done(session, false);
+    }
+
+    fn primary_done<H: Host>(&mut self, session: &mut MirrorSession<H>, complete: bool) {
+        let StreamState::Submitted { id, response } = std::mem::take(&mut self.state) else {
+            return;
+        };
+        let response = match (complete, response) {
+            (true, Some((headers, body))) => Some((headers, body.finish())),
+            _ => None,
+        };
+        session.primary_answered(id, response);
+    }
+}
+
 /// A path for a log line: without its query (which may carry tokens that do not belong in
 /// logs), lossy UTF-8, control characters escaped, cut at 200 characters.
 pub fn printable_path(path: &[u8]) -> String {
@@ -545,6 +741,7 @@ mod tests {
 
     use std::cell::{Cell, RefCell};
     use std::collections::BTreeMap;
+    use std::rc::Rc;
 
     use super::*;
     use crate::metrics::tests::FakeMetrics;
@@ -663,6 +860,8 @@ mod tests {
 
     const TIMEOUT_MS: u64 = 1000;
     const MAX_IN_FLIGHT: usize = 3;
+    /// `mirror.max_body_bytes`: the largest request body copied.
+    const MAX_BODY: usize = 8;
     /// `compare.max_body_bytes`.
     const COMPARE_LIMIT: usize = 16;
     const CLASSES: [&str; 2] = ["stable", "beta"];
@@ -671,7 +870,7 @@ mod tests {
     fn session() -> (Rc<Fake>, MirrorSession<Rc<Fake>>) {
         let config = format!(
             r#"{{"classification": {{"rules": [{{"class": "beta", "header": {{"name": "x-beta", "exact": "true"}}}}]}},
-                "mirror": {{"cluster": "canary", "timeout_ms": {TIMEOUT_MS}, "max_in_flight": {MAX_IN_FLIGHT},
+                "mirror": {{"cluster": "canary", "timeout_ms": {TIMEOUT_MS}, "max_in_flight": {MAX_IN_FLIGHT}, "max_body_bytes": {MAX_BODY},
                             "compare": {{"body": "json", "max_body_bytes": {COMPARE_LIMIT}}}}}}}"#
         );
         let mirror = crate::config::parse(config.as_bytes())
@@ -683,7 +882,7 @@ mod tests {
             ..Fake::default()
         });
         let names = CLASSES.iter().map(|c| c.to_string()).collect();
-        let s = MirrorSession::new(Rc::clone(&fake), Rc::new(mirror), names);
+        let s = MirrorSession::new(Rc::clone(&fake), mirror, names);
         (fake, s)
     }
 
@@ -1072,6 +1271,146 @@ mod tests {
         ];
         for (path, want) in cases {
             assert_eq!(printable_path(path), want, "{path:?}");
+        }
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum On {
+        /// Request headers of a request with this method (`x-mirror: 1` too when `marked`);
+        /// `end`: it has no body.
+        Start {
+            method: &'static str,
+            marked: bool,
+            end: bool,
+        },
+        Body(&'static [u8], bool),
+        BodyUnreadable,
+        RequestTrailers,
+        ResponseHeaders(Reply, bool),
+        ResponseHeadersUnreadable,
+        ResponseBody(&'static [u8], bool),
+        ResponseTrailers,
+        Log,
+        /// The session's side, as in [`Step`].
+        S(Step),
+        /// The body of the last copy dispatched.
+        Sent(Option<&'static [u8]>),
+    }
+
+    const fn get(end: bool) -> On {
+        On::Start {
+            method: "GET",
+            marked: false,
+            end,
+        }
+    }
+    const fn put() -> On {
+        On::Start {
+            method: "PUT",
+            marked: false,
+            end: false,
+        }
+    }
+
+    #[test]
+    fn a_stream_from_request_headers_to_log() {
+        use Decision::*;
+        use On::*;
+        use Outcome::*;
+        let canary = S(Step::Canary(0, OK));
+        let ready = S(Step::Ready);
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<On>, Vec<(Count, i64)>)> = vec![
+            ("GET, primary first", vec![get(true), ready, ResponseHeaders(OK, false), ResponseBody(OK.body, true), S(Step::Pending(1)), canary],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("the response ends with trailers", vec![get(true), ready, canary, ResponseHeaders(OK, false), ResponseBody(OK.body, false), S(Step::Pending(1)), ResponseTrailers, Log],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("a response without a body", vec![get(true), ready, canary, ResponseHeaders(answer("200", b""), true), S(Step::Pending(0))],
+                vec![(D(Mirrored), 1), (R(BodyMismatch), 1)]),
+            ("not idempotent", vec![Start { method: "POST", marked: false, end: true }, ready, S(Step::Dispatches(0))],
+                vec![(D(NotIdempotent), 1)]),
+            ("a mirror is not mirrored again", vec![Start { method: "GET", marked: true, end: true }, S(Step::Wakes(0))],
+                vec![(D(IsMirror), 1)]),
+            ("the body is copied", vec![put(), Body(b"abc", false), S(Step::Wakes(0)), Body(b"defgh", true), ready, Sent(Some(b"abcdefgh"))],
+                vec![(D(Mirrored), 1)]),
+            ("trailers end the request", vec![put(), Body(b"ab", false), RequestTrailers, ready, Sent(Some(b"ab"))],
+                vec![(D(Mirrored), 1)]),
+            ("body over mirror.max_body_bytes", vec![put(), Body(b"abc", false), Body(b"defghi", false), Body(b"j", true), ready, S(Step::Dispatches(0))],
+                vec![(D(BodyTooLarge), 1)]),
+            ("body unreadable", vec![put(), BodyUnreadable, Body(b"j", true), ready, S(Step::Dispatches(0))],
+                vec![(D(DispatchFailed), 1)]),
+            ("the primary answers before the request is complete", vec![put(), ResponseHeaders(OK, false), Body(b"x", true), ready,
+                    S(Step::Pending(1)), ResponseBody(OK.body, true), canary, S(Step::Pending(0))],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("response headers unreadable", vec![get(true), ready, ResponseHeadersUnreadable, ResponseBody(OK.body, true), canary, S(Step::Pending(1)), Log],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("client gone", vec![get(true), ready, ResponseHeaders(OK, false), Log, ResponseBody(OK.body, true), canary],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("request never complete: nothing submitted", vec![put(), Body(b"x", false), ResponseHeaders(OK, true), Log, S(Step::Wakes(0))],
+                vec![]),
+        ];
+        for (case, steps, want) in cases {
+            let (fake, mut s) = session();
+            let mut stream = StreamMirror::default();
+            for (i, step) in steps.iter().enumerate() {
+                let at = format!("{case}, step {i} {step:?}");
+                match *step {
+                    Start {
+                        method,
+                        marked,
+                        end,
+                    } => {
+                        let mut headers = vec![
+                            (":method".to_string(), method.as_bytes().to_vec()),
+                            (":path".to_string(), b"/items".to_vec()),
+                        ];
+                        if marked {
+                            headers.push(("x-mirror".to_string(), b"1".to_vec()));
+                        }
+                        let request = Request {
+                            headers,
+                            class: BETA,
+                            assigned: &[],
+                            class_headers: &[("x-user-class", Some(b"beta"))],
+                        };
+                        stream.start(&mut s, request, || Some(0), end);
+                    }
+                    Body(chunk, end) => {
+                        stream.request_body(&mut s, chunk.len(), || Ok(chunk.to_vec()), end)
+                    }
+                    BodyUnreadable => {
+                        stream.request_body(&mut s, 1, || Err("NotFound".into()), false)
+                    }
+                    RequestTrailers => stream.request_trailers(&mut s),
+                    ResponseHeaders(reply, end) => {
+                        stream.response_headers(&mut s, || Ok(reply.headers()), end)
+                    }
+                    ResponseHeadersUnreadable => {
+                        stream.response_headers(&mut s, || Err("NotFound".into()), false)
+                    }
+                    ResponseBody(chunk, end) => {
+                        stream.response_body(&mut s, |c| c.push(chunk), end)
+                    }
+                    ResponseTrailers => stream.response_trailers(&mut s),
+                    Log => stream.log(&mut s),
+                    S(step) => run(&fake, &mut s, &[step], &at),
+                    Sent(body) => {
+                        let d = fake.dispatched.borrow();
+                        assert_eq!(d.last().map(|d| d.2.as_deref()), Some(body), "{at}");
+                        assert!(
+                            d.last()
+                                .unwrap()
+                                .1
+                                .contains(&("x-user-class".into(), "beta".into())),
+                            "{at}"
+                        );
+                    }
+                }
+            }
+            let want: BTreeMap<String, i64> = want.into_iter().map(|(c, v)| (stat(c), v)).collect();
+            let mut got = fake.metrics.nonzero();
+            got.remove(&MIRRORS_PENDING.stat_name(["canary"]));
+            assert_eq!(got, want, "{case}");
         }
     }
 }

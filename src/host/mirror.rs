@@ -7,7 +7,6 @@
 //! context; the root context dispatches, and its `on_http_call_response` sees every reply.
 
 use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use log::{debug, warn};
@@ -97,7 +96,6 @@ pub fn now_ms() -> u64 {
 
 /// The mirror session of one configuration, shared by the root context and the streams.
 pub struct Runtime {
-    config: Rc<Mirror>,
     queue_id: u32,
     session: RefCell<MirrorSession<ProxyHost>>,
 }
@@ -109,21 +107,15 @@ impl Runtime {
         queue_id: u32,
         generation: u32,
     ) -> Runtime {
-        let config = Rc::new(mirror);
         let host = ProxyHost {
             queue_id,
             generation,
         };
-        let session = MirrorSession::new(host, Rc::clone(&config), class_names);
+        let session = MirrorSession::new(host, mirror, class_names);
         Runtime {
-            config,
             queue_id,
             session: RefCell::new(session),
         }
-    }
-
-    pub fn config(&self) -> &Mirror {
-        &self.config
     }
 
     /// Runs `f` on the session. No callback into the plugin happens while it runs, so the
