@@ -535,6 +535,9 @@ pub struct StreamMirror {
     response_started: bool,
 }
 
+/// The primary's response headers, and its body as the comparison keeps it so far.
+type Observed = (Vec<(String, Vec<u8>)>, BodyCapture);
+
 #[derive(Default)]
 enum StreamState {
     #[default]
@@ -544,7 +547,7 @@ enum StreamState {
     /// Handed to the session; `response` is filled as the primary's response streams by.
     Submitted {
         id: EntryId,
-        response: Option<(Vec<(String, Vec<u8>)>, BodyCapture)>,
+        response: Option<Observed>,
     },
 }
 
@@ -1026,7 +1029,7 @@ mod tests {
     }
 
     /// Name, steps, and the counters of class `beta` that are not 0 at the end.
-    type Case = (&'static str, Vec<Step>, Vec<(Count, i64)>);
+    type Case<T> = (&'static str, Vec<T>, Vec<(Count, i64)>);
 
     #[test]
     fn every_ordering_is_counted_once() {
@@ -1034,7 +1037,7 @@ mod tests {
         use Outcome::*;
         let t = TIMEOUT_MS;
         #[rustfmt::skip]
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<Step>> = vec![
             ("primary first", vec![Submit(true), Ready, Primary(0, OK), Pending(1), Canary(0, OK), Pending(0)],
                 vec![(D(Mirrored), 1), (R(Match), 1)]),
             ("canary first", vec![Submit(true), Ready, Canary(0, OK), Pending(1), Primary(0, OK), Pending(0)],
@@ -1320,7 +1323,7 @@ mod tests {
         let canary = S(Step::Canary(0, OK));
         let ready = S(Step::Ready);
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<On>, Vec<(Count, i64)>)> = vec![
+        let cases: Vec<Case<On>> = vec![
             ("GET, primary first", vec![get(true), ready, ResponseHeaders(OK, false), ResponseBody(OK.body, true), S(Step::Pending(1)), canary],
                 vec![(D(Mirrored), 1), (R(Match), 1)]),
             ("the response ends with trailers", vec![get(true), ready, canary, ResponseHeaders(OK, false), ResponseBody(OK.body, false), S(Step::Pending(1)), ResponseTrailers, Log],
