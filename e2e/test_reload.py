@@ -99,7 +99,6 @@ def ecds_config(ecds: EcdsFile, upstreams: dict[str, harness.Upstream], to: dict
         http_filters=[ecds.http_filter(), harness.ROUTER],
         routes=harness.class_routes(to, "primary"),
         clusters=[harness.static_cluster(name, up.port) for name, up in upstreams.items()],
-        stats_tags=harness.mirror_stats_tags(),
     )
 
 
