@@ -112,13 +112,20 @@ class GaugeSampler:
                     self.values.append(v)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "GaugeSampler":
+    def start(self) -> "GaugeSampler":
         self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def __enter__(self) -> "GaugeSampler":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def mark(self) -> int:
         return len(self.values)
