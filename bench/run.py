@@ -187,7 +187,6 @@ def scenario_config(scenario: str, up: Upstreams, canary_port: int | None = None
         http_filters=filters,
         routes=[{"match": {"prefix": "/"}, "route": route}],
         clusters=clusters,
-        stats_tags=harness.mirror_stats_tags(),
     )
     return cfg
 

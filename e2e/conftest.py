@@ -118,12 +118,10 @@ def primary_and_canary(upstream):
 def prometheus(request):
     """`prometheus(targets)` starts a real Prometheus scraping each `host:port` target's
     /stats/prometheus every second; stopped after the test, its log printed if it failed."""
-    import prometheus as prom
+    started: list[harness.Prometheus] = []
 
-    started: list[prom.Prometheus] = []
-
-    def make(targets: list[str], **kw) -> prom.Prometheus:
-        p = prom.Prometheus(targets, **kw)
+    def make(targets: list[str], **kw) -> harness.Prometheus:
+        p = harness.Prometheus(targets, **kw)
         started.append(p)
         return p.start()
 

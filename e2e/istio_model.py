@@ -8,7 +8,6 @@ more than the tests need, the function does only the part named.
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 
@@ -21,59 +20,36 @@ ISTIO_DIR = harness.REPO / "istio"
 
 def documents(root: Path = ISTIO_DIR) -> list[tuple[Path, dict]]:
     """Every YAML document under `root`, with its file."""
-    out = []
-    for path in sorted(root.rglob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if doc:
-                out.append((path, doc))
-    return out
-
-
-def of_kind(kind: str, root: Path = ISTIO_DIR) -> list[tuple[Path, dict]]:
-    return [(p, d) for p, d in documents(root) if d.get("kind") == kind]
+    return [(path, doc) for path in sorted(root.rglob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
 def one(relpath: str) -> dict:
-    docs = [d for d in yaml.safe_load_all((ISTIO_DIR / relpath).read_text()) if d]
-    assert len(docs) == 1, f"{relpath}: {len(docs)} documents"
-    return docs[0]
+    [doc] = [d for d in yaml.safe_load_all((ISTIO_DIR / relpath).read_text()) if d]
+    return doc
 
 
 # ---------------------------------------------------------------------------------------------
 # WasmPlugin.spec.pluginConfig -> the filter's configuration string
 
 
-def _struct_number(value: float) -> str:
-    """A google.protobuf.Value number as protojson writes it: every YAML number is a double
-    in a Struct, and a whole double is written without a fraction (2000.0 -> 2000)."""
-    if not math.isfinite(value):
-        raise ValueError(f"{value} cannot be carried by a protobuf Struct")
-    if value == int(value) and abs(value) < 1e21:
-        return str(int(value))
-    return repr(float(value))
-
-
-def _struct_json(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return _struct_number(float(value))
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ",".join(_struct_json(v) for v in value) + "]"
+def _as_struct(value):
+    """What a google.protobuf.Struct keeps of a YAML value: every number is a double, which
+    protojson writes without a fraction when it is whole (2000.0 -> 2000)."""
     if isinstance(value, dict):
-        return "{" + ",".join(f"{json.dumps(str(k))}:{_struct_json(v)}" for k, v in value.items()) + "}"
-    raise TypeError(f"{type(value).__name__} is not a Struct value")
+        return {str(k): _as_struct(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_struct(v) for v in value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)
+        return int(value) if value.is_integer() and abs(value) < 1e21 else value
+    return value
 
 
 def plugin_configuration(wasmplugin: dict) -> str:
     """The plugin configuration Envoy hands the filter for this WasmPlugin. Istio stores
     `pluginConfig` as a google.protobuf.Struct (so every number is a double) and passes the
     filter the Struct's JSON text in a google.protobuf.StringValue."""
-    return _struct_json(wasmplugin["spec"].get("pluginConfig") or {})
+    return json.dumps(_as_struct(wasmplugin["spec"].get("pluginConfig") or {}), separators=(",", ":"))
 
 
 def mirror_cluster(wasmplugin: dict) -> str | None:

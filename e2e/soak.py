@@ -11,11 +11,12 @@ DELETEs, which this config does not mirror. The canary answers like the primary,
 10th request, answered 500, and every 200th, answered after the timeout.
 
 Flat, concretely (`check`): after the warm-up (samples before WARMUP_SECONDS), split the
-samples into a first and a second half; Envoy's RSS (VmRSS) may grow by at most RSS_LIMIT_KIB
+samples into a first and a second half, each of at least MIN_PER_HALF samples (a short run
+samples more often than `interval` to get them); Envoy's RSS (VmRSS) may grow by at most RSS_LIMIT_KIB
 between the halves' medians and between their maxima, and Envoy's heap
 (`server.memory_allocated`) by at most ALLOC_LIMIT_BYTES; so a climb shows whether it is steady
-or in steps. The pending gauge never exceeds max_in_flight × workers and is 0 once the load
-has stopped. And the traffic was served right: every h2load request answered 2xx, each
+or in steps. The pending gauge, read every 0.5 s while the load runs (a read that
+fails is a failure), never exceeds max_in_flight × workers and is 0 once the load has stopped. And the traffic was served right: every h2load request answered 2xx, each
 upstream got what it should, every request classified and decided as its kind says, one
 comparison per mirror, in the results the canary's answers allow.
 
@@ -29,7 +30,6 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,6 +42,11 @@ WORKERS = 2
 MAX_IN_FLIGHT = 64
 TIMEOUT_MS = 1000
 WARMUP_SECONDS = 20
+# "Flat" compares two halves of the samples after the warm-up: each has at least this many, or
+# the run proves nothing. A short run samples more often to get them.
+MIN_PER_HALF = 10
+# Reads of the pending gauge while the load runs (every 0.5 s), at least.
+MIN_PENDING_READS = 10
 RSS_LIMIT_KIB = 4 * 1024
 ALLOC_LIMIT_BYTES = 2 * 1024 * 1024
 ERROR_EVERY = 10
@@ -175,10 +180,10 @@ MEMORY = (("rss_kib", RSS_LIMIT_KIB, "KiB"), ("memory_allocated", ALLOC_LIMIT_BY
 def flat(samples: list[dict]) -> tuple[dict, list[str]]:
     """The memory series' growth after the warm-up, and how it is not flat (empty: flat)."""
     bad: list[str] = []
-    growths = {}
     steady = [s for s in samples if s["t"] >= WARMUP_SECONDS]
-    if len(steady) < 4:
-        bad.append(f"only {len(steady)} samples after the warm-up: run longer")
+    growths = {}
+    if len(steady) // 2 < MIN_PER_HALF:
+        bad.append(f"only {len(steady) // 2} samples per half after the warm-up, fewer than {MIN_PER_HALF}: sample more often")
     for key, limit, unit in MEMORY:
         med, top = growth([s[key] for s in steady])
         growths[key] = {"median_growth": med, "max_growth": top, "limit": limit, "unit": unit}
@@ -190,8 +195,13 @@ def flat(samples: list[dict]) -> tuple[dict, list[str]]:
 def check(result: dict) -> list[str]:
     """Every way the run was not flat or not correct, in words; empty when it passed."""
     result["flat"], bad = flat(result["samples"])
+    result["samples_per_half"] = len([s for s in result["samples"] if s["t"] >= WARMUP_SECONDS]) // 2
 
     bound = MAX_IN_FLIGHT * WORKERS
+    if result["pending_failed_reads"]:
+        bad.append(f"{len(result['pending_failed_reads'])} reads of the pending gauge failed: {result['pending_failed_reads'][:3]}")
+    if result["pending_reads"] < MIN_PENDING_READS:
+        bad.append(f"only {result['pending_reads']} reads of the pending gauge while the load ran")
     if result["pending_max"] > bound:
         bad.append(f"pending reached {result['pending_max']}, over max_in_flight × workers = {bound}")
     if result["pending_after"] != 0:
@@ -242,7 +252,9 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
     canary = harness.FastUpstream("canary", Canary()).start()
     e = harness.Envoy(harness.mirroring_envoy_config(PLUGIN, primary.port, canary.port), concurrency=WORKERS)
     loads: list[tuple[Kind, harness.H2load]] = []
-    stop = threading.Event()
+    pending = None
+    # Enough samples after the warm-up for MIN_PER_HALF in each half, with some to spare.
+    interval = min(interval, max(0.5, (seconds - WARMUP_SECONDS) / (2 * MIN_PER_HALF + 4)))
     try:
         e.start()
         url = f"http://127.0.0.1:{e.listener_port}"
@@ -256,20 +268,8 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
             loads.append((k, h.start()))
 
         samples: list[dict] = []
-        pending_seen: list[float] = []
-
-        def poll_pending() -> None:
-            # Between the 10 s samples too: the bound must hold at every moment we can see.
-            while not stop.wait(0.5):
-                try:
-                    v = harness.metric_now(e, PENDING, {"canary_cluster": "canary"})
-                except OSError:
-                    continue
-                if v is not None:
-                    pending_seen.append(v)
-
-        poller = threading.Thread(target=poll_pending, daemon=True)
-        poller.start()
+        # Between the memory samples too: the bound must hold at every moment we can see.
+        pending = harness.GaugeSampler(e, PENDING, {"canary_cluster": "canary"}, interval=0.5).start()
         log(f"soak: {seconds:.0f} s, {sum(k.rps for k, _ in loads)} requests/s of {len(loads)} kinds; Envoy pid {e.proc.pid}, admin :{e.admin_port}")
         log(f"{'t (s)':>6} {'RSS MiB':>8} {'heap MiB':>8} {'pending':>7} {'requests':>9} {'req/s':>6}  {'mirrored':>8} {'match':>7} {'5xx':>6} {'timeout':>7}")
         next_at = 0.0
@@ -281,7 +281,7 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
             samples.append(s)
             r = s["results"]
             log(
-                f"{s['t']:6.0f} {s['rss_kib'] / 1024:8.1f} {s['memory_allocated'] / 2**20:8.1f} {s['pending']:7.0f} "
+                f"{s['t']:6.0f} {s['rss_kib'] / 1024:8.1f} {s['memory_allocated'] / 2**20:8.1f} {s['pending']!s:>7} "
                 f"{s['requests']:9d} {s['rps']:6.0f}  {s['decisions'].get('mirrored', 0):8d} {r.get('match', 0):7d} "
                 f"{r.get('status_mismatch', 0):6d} {r.get('mirror_timeout', 0):7d}"
             )
@@ -289,8 +289,8 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
                 break
             next_at += interval
             time.sleep(max(0.0, started + next_at - time.monotonic()))
-        stop.set()
-        poller.join()
+        pending.stop()
+        pending.failed += [f"t={s['t']}: no sample" for s in samples if s["pending"] is None]
 
         traffic = []
         for k, h in loads:
@@ -306,7 +306,7 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
         mirrored = lambda: harness.counts_by(e, MIRROR_TOTAL, "decision").get("mirrored", 0)  # noqa: E731
         harness.wait_until(
             lambda: sum(harness.counts_by(e, COMPARISONS, "result").values()) == mirrored()
-            and e.metric(PENDING, {"canary_cluster": "canary"}) == 0,
+            and harness.metric_now(e, PENDING, {"canary_cluster": "canary"}) == 0,
             30, 0.2, what="every mirror concluded and none pending",
         )
         replies: dict[str, int] = {}
@@ -320,8 +320,10 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
             "plugin_config": PLUGIN,
             "traffic": traffic,
             "samples": samples,
-            "pending_max": max(pending_seen + [s["pending"] or 0 for s in samples]),
-            "pending_after": e.metric(PENDING, {"canary_cluster": "canary"}),
+            "pending_max": max(pending.values + [s["pending"] for s in samples if s["pending"] is not None], default=0),
+            "pending_reads": len(pending.values),
+            "pending_failed_reads": pending.failed,
+            "pending_after": harness.metric_now(e, PENDING, {"canary_cluster": "canary"}),
             "primary_got": primary.count(),
             "canary_replies": replies,
             "end": {
@@ -336,7 +338,8 @@ def run(seconds: float, interval: float = 10.0, out: Path | None = None, log=pri
         }
         result["failures"] = check(result)
     finally:
-        stop.set()
+        if pending is not None:
+            pending.stop()
         for _, h in loads:
             h.stop()
         e.stop()
@@ -356,8 +359,10 @@ def summary(result: dict) -> str:
         f"results {end['results']}; canary answers {result['canary_replies']}",
         f"answers that came too late for the timeout besides the slow ones: "
         f"{end['results'].get('mirror_timeout', 0) - result['canary_replies'].get('slow', 0)}",
-        f"pending max {result['pending_max']:.0f} (bound {MAX_IN_FLIGHT * WORKERS}), after the load {result['pending_after']:.0f}",
+        f"pending max {result['pending_max']:.0f} in {result['pending_reads']} reads (bound {MAX_IN_FLIGHT * WORKERS}), "
+        f"after the load {result['pending_after']}",
     ]
+    lines.append(f"memory after the warm-up: {result['samples_per_half']} samples per half, every {result['interval']:.1f} s")
     for key, f in result["flat"].items():
         lines.append(f"{key}: growth {f['median_growth']:.0f} {f['unit']} (medians), {f['max_growth']:.0f} {f['unit']} (maxima), limit {f['limit']}")
     lines += [f"FAILED: {b}" for b in result["failures"]] or ["flat and correct"]

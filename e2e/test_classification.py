@@ -12,7 +12,7 @@ import pytest
 
 import harness
 
-ISSUE_EXAMPLE = {
+EXAMPLE = {
     "classification": {
         "header": "x-user-class",
         "default_class": "stable",
@@ -48,7 +48,7 @@ def ids(seed: str, basis_points: int, inside: bool, n: int) -> list[str]:
 
 @pytest.fixture
 def example(envoy, primary_and_canary):
-    e = envoy(harness.classifying_envoy_config(ISSUE_EXAMPLE, primary_and_canary, TO_CANARY, "primary"))
+    e = envoy(harness.classifying_envoy_config(EXAMPLE, primary_and_canary, TO_CANARY, "primary"))
     return e, primary_and_canary
 
 
@@ -143,7 +143,7 @@ def test_assign_cookie_makes_first_visit_sticky(envoy, primary_and_canary):
 
 
 def test_trusted_incoming_class_on_inner_hops(envoy, primary_and_canary):
-    config = {"classification": {**ISSUE_EXAMPLE["classification"], "trust_incoming_header": True}}
+    config = {"classification": {**EXAMPLE["classification"], "trust_incoming_header": True}}
     e = envoy(harness.classifying_envoy_config(config, primary_and_canary, TO_CANARY, "primary"))
     cases = [
         ([("x-user-class", "beta")], "canary", "beta", "new-checkout,dark-mode"),
@@ -184,7 +184,7 @@ def test_non_utf8_and_odd_headers_have_defined_outcomes(example):
 def test_decision_logged_at_debug_only(envoy, primary_and_canary, level, logged):
     """The filter follows Envoy's log level: the per-request line costs nothing at info."""
     e = envoy(
-        harness.classifying_envoy_config(ISSUE_EXAMPLE, primary_and_canary, TO_CANARY, "primary"),
+        harness.classifying_envoy_config(EXAMPLE, primary_and_canary, TO_CANARY, "primary"),
         log_level=level,
     )
     e.request("GET", "/", [("x-beta", "true")])

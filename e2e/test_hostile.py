@@ -30,6 +30,7 @@ import re
 import sys
 import threading
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Callable
 
 import pytest
@@ -431,11 +432,13 @@ def test_hostile_request(running, name, where, send, outcome):
 
     if not isinstance(outcome, Reached):
         want = {
-            Refused: lambda o: Reply(o.status, reply.body),
+            # Envoy's own answer: its reason phrase as the body, not anything an upstream sent.
+            Refused: lambda o: Reply(o.status, HTTPStatus(o.status).phrase.encode()),
             Reset: lambda o: Reply(None, b"", o.code),
             Closed: lambda o: Reply(None, b""),
         }[type(outcome)](outcome)
         assert reply == want
+        assert {n: a.last() for n, a in r.answers.items()} == answered_before
         # Turned away before any filter: nothing reached an upstream or was counted.
         assert [u.take() for u in r.upstreams.values()] == [[], []]
         assert filter_counts(e) == (classes_before, decisions_before)
