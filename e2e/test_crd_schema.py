@@ -1,6 +1,6 @@
-"""Manifests checked against the Istio and Flagger CRDs (e2e/crd_schema.py): the manifests under
-istio/ are valid, and for each kind shipped there a copy with an unknown field, a value of the
-wrong type or a value a CEL rule refuses is caught, with the error naming the field."""
+"""Manifests checked against the Istio, Flagger and Argo Rollouts CRDs (e2e/crd_schema.py): the
+manifests under istio/ are valid, and for each kind shipped there a copy with an unknown field, a
+value of the wrong type or a value a CEL rule refuses is caught, with the error naming the field."""
 
 from __future__ import annotations
 
@@ -28,6 +28,8 @@ SHIPPED = {
     "DestinationRule": "routing/destinationrule.yaml",
     "Canary": "flagger/canary.yaml",
     "MetricTemplate": "flagger/metrictemplate.yaml",
+    "Rollout": "argo/rollout.yaml",
+    "AnalysisTemplate": "argo/analysistemplate-mismatch.yaml",
 }
 DELETE = object()
 
@@ -64,6 +66,12 @@ CASES = [
      ["spec.analysis: Additional properties are not allowed ('iteration' was unexpected)"]),
     ("metrictemplate-unknown", "MetricTemplate", {"spec.provider.adress": "http://p:9090"},
      ["spec.provider: Additional properties are not allowed ('adress' was unexpected)"]),
+    ("rollout-unknown", "Rollout", {"spec.strategy.canary.stepz": []},
+     ["spec.strategy.canary: Additional properties are not allowed ('stepz' was unexpected)"]),
+    ("rollout-unknown-header-match", "Rollout", {"spec.strategy.canary.steps.1.setHeaderRoute.match.0.headerValue": {"exakt": "beta"}},
+     ["spec.strategy.canary.steps[1].setHeaderRoute.match[0].headerValue: Additional properties are not allowed ('exakt' was unexpected)"]),
+    ("analysistemplate-unknown", "AnalysisTemplate", {"spec.metrics.0.successCondtion": "result[0] < 1"},
+     ["spec.metrics[0]: Additional properties are not allowed ('successCondtion' was unexpected)"]),
     ("unknown-at-top", "WasmPlugin", {"labels": {"app": "api"}}, ["document: Additional properties are not allowed ('labels' was unexpected)"]),
     ("unknown-in-metadata", "WasmPlugin", {"metadata.lables": {"a": "b"}},
      ["metadata: Additional properties are not allowed ('lables' was unexpected)"]),
@@ -73,11 +81,18 @@ CASES = [
     ("destinationrule-type", "DestinationRule", {"spec.host": 8080}, ["spec.host: 8080 is not of type 'string'"]),
     ("canary-type", "Canary", {"spec.service.port": "8080"}, ["spec.service.port: '8080' is not of type 'number'"]),
     ("metrictemplate-type", "MetricTemplate", {"spec.query": ["up"]}, ["spec.query: ['up'] is not of type 'string'"]),
+    ("rollout-type", "Rollout", {"spec.strategy.canary.steps.0.setCanaryScale.replicas": "2"},
+     ["spec.strategy.canary.steps[0].setCanaryScale.replicas: '2' is not of type 'integer'"]),
+    # An argument's value is a string: an unquoted `value: 0.01` in YAML is a number and refused.
+    ("analysistemplate-type", "AnalysisTemplate", {"spec.args.2.value": 0.01}, ["spec.args[2].value: 0.01 is not of type 'string'"]),
+    ("analysistemplate-type-condition", "AnalysisTemplate", {"spec.metrics.0.successCondition": True},
+     ["spec.metrics[0].successCondition: True is not of type 'string'"]),
     ("int-or-string", "Canary", {"spec.service.targetPort": True},
      ["spec.service.targetPort: True is not of type 'integer', 'string'"]),
     # A wrong type is reported once: the rule on that field does not run on it.
     ("rule-not-run-on-wrong-type", "VirtualService", {"spec.http.0.timeout": 10}, ["spec.http[0].timeout: 10 is not of type 'string'"]),
-    # CEL rules, one per kind whose CRD has any (MetricTemplate's has none).
+    # CEL rules, one per kind whose CRD has any that runs on a create (MetricTemplate's and
+    # AnalysisTemplate's have none; Rollout's one rule compares with oldSelf, an update).
     ("wasmplugin-rule-url", "WasmPlugin", {"spec.url": "ftp://example.com/filter.wasm"},
      ["spec.url: fails rule: url must have schema one of [http, https, file, oci]"]),
     ("wasmplugin-rule-one-target", "WasmPlugin", {"spec.targetRefs": [{"kind": "Service", "name": "api"}]},
@@ -92,6 +107,7 @@ CASES = [
     # The rule sees backendRef's schema defaults (group "", kind Service), as on the server.
     ("canary-rule-with-defaults", "Canary", {"spec.service.mirror": [{"backendRef": {"name": "api-shadow"}}]},
      ["spec.service.mirror[0].backendRef: fails rule: Must have port for Service reference"]),
+    ("rollout-transition-rule-not-run-on-create", "Rollout", {"spec.selector": {"matchLabels": {"app": "web"}}}, []),
     # Other structure.
     ("required", "DestinationRule", {"spec.host": DELETE}, ["spec: 'host' is a required property"]),
     ("list-map-keys-unique", "WasmPlugin", {"spec.match": [{"ports": [{"number": 8080}, {"number": 8080}]}]},
@@ -114,7 +130,9 @@ def test_document_errors(what, kind, changes, errors):
     assert crd_schema.validate(changed(kind, changes)) == errors
 
 
-def crd_rules(kind: str) -> list[str]:
+def crd_rules(kind: str, on_create: bool = False) -> list[str]:
+    """The CEL rules in `kind`'s CRD; with `on_create`, only those a create runs (a rule on
+    `oldSelf` is a transition rule, run on updates only)."""
     found: list[str] = []
 
     def walk(node):
@@ -125,14 +143,16 @@ def crd_rules(kind: str) -> list[str]:
             list(map(walk, node))
 
     walk(crd_schema.default_schemas().crds[kind]["versions"])
-    return found
+    return [r for r in found if not (on_create and "oldSelf" in r)]
 
 
 def test_every_shipped_kind_has_its_three_cases():
-    """An unknown field, a wrong type, and a failing CEL rule for each kind whose CRD has one."""
+    """An unknown field, a wrong type, and a failing CEL rule for each kind whose CRD has one a
+    create runs; for a kind whose only rules are transition rules, a case showing none runs."""
     for kind in SHIPPED:
         covered = {c[0].split("-")[1] for c in CASES if c[1] == kind and c[0].startswith(kind.lower() + "-")}
-        want = {"unknown", "type"} | ({"rule"} if crd_rules(kind) else set())
+        want = {"unknown", "type"} | ({"rule"} if crd_rules(kind, on_create=True) else set())
+        want |= {"transition"} if crd_rules(kind) and not crd_rules(kind, on_create=True) else set()
         assert covered >= want, kind
 
 
