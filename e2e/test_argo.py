@@ -15,9 +15,10 @@ What Argo does is followed in its source (argoproj/argo-rollouts, docs/argo.md "
   possibly empty) and utils/evaluate EvaluateResult (successCondition only: true is Successful,
   false Failed, an error Error).
 
-The Envoy has the sidecar's configuration and clusters named as in Istio, so canary_cluster
-carries Argo's canary Service (`outbound|8080||api-canary.shop.svc.cluster.local`) and the
-queries select it by the Rollout's arguments.
+The Envoy has the sidecar's configuration and clusters named as in Istio: canary_cluster
+carries Argo's canary Service (`outbound|8080||api-canary.shop.svc.cluster.local`), which the
+queries select by the Rollout's arguments, and the baseline copies go to the stable Service
+(`outbound|8080||api-stable.shop.svc.cluster.local`), whose p99 the latency template divides by.
 """
 
 from __future__ import annotations
@@ -249,11 +250,12 @@ def test_other_conditions(argo_expr, condition, result, want):
 # ---------------------------------------------------------------------------------------------
 # The templates on a real Prometheus scraping a real Envoy
 
-# Every upstream answers after DELAY, the canary after SLOW when it is slow. Envoy's histogram
-# buckets are 250 < ms <= 500 for DELAY and 500 < ms <= 1000 for SLOW, wide enough that the
-# time Envoy and a busy machine add keeps each answer in its bucket: p99 over p99 is then
-# exactly 1 for a canary as fast as the others, and 2 for a slow one.
-DELAY, SLOW = 0.3, 0.7
+# Every upstream answers after DELAY, the canary after SLOW when it is slow: just above the
+# lower bound of Envoy's histogram buckets 500 < ms <= 1000 and 1000 < ms <= 2500, so that what
+# Envoy and a busy machine add (a single answer 500 ms late moves a p99 of 40 answers) leaves
+# each answer in its bucket, and SLOW stays far from the sidecar's timeout_ms (2000). A canary
+# as fast as the baseline then has a p99 ratio of 1, a slow one of 2.5.
+DELAY, SLOW = 0.51, 1.1
 # The answer is within this of the true share: rate() extrapolates, as in test_flagger.py.
 TOLERANCE = 0.02
 REQUESTS = 40
@@ -296,21 +298,24 @@ def test_analysis_on_real_prometheus(envoy, upstream, prometheus, argo_expr):
     mirror = sidecar["spec"]["pluginConfig"]["mirror"]
     cluster = im.mirror_cluster(sidecar)
     assert cluster == "outbound|8080||api-canary.shop.svc.cluster.local"
-    baseline = mirror.get("baseline", {}).get("cluster")
+    # The baseline: the same copy to the stable Service, whose answers set the canary's
+    # yardstick (noise) and its latency's (the latency template's denominator).
+    baseline = mirror["baseline"]["cluster"]
+    assert baseline == "outbound|8080||api-stable.shop.svc.cluster.local"
     run = {m["name"]: m for m in shipped_runs()[0]}
+    assert "progressive_delivery_baseline_duration_ms_bucket" in run[LATENCY]["provider"]["prometheus"]["query"]
 
     primary = upstream("app", harness.Delayed(DELAY, harness.fixed(200, {**SAME, "timestamp": 1})))
     canary = Canary()
-    clusters = {"app": primary.port, cluster: upstream("canary", canary).port}
-    if baseline:
-        clusters[baseline] = upstream("baseline", harness.Delayed(DELAY, harness.fixed(200, {**SAME, "timestamp": 3}))).port
+    stable = upstream("baseline", harness.Delayed(DELAY, harness.fixed(200, {**SAME, "timestamp": 3})))
+    clusters = {"app": primary.port, cluster: upstream("canary", canary).port, baseline: stable.port}
     e = envoy(istio_envoy_config(sidecar, [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}], clusters))
     prom = prometheus([f"127.0.0.1:{e.admin_port}"])
     harness.wait_until(prom.targets_up, timeout=20, what="Prometheus scraping Envoy")
     where = f'canary_cluster="{cluster}"'
     read = {
         "comparisons": f"progressive_delivery_comparisons_total{{{where}}}",
-        **{h: f"progressive_delivery_{h}_duration_ms_count{{{where}}}" for h in ["mirror", "primary"] + (["baseline"] if baseline else [])},
+        **{h: f"progressive_delivery_{h}_duration_ms_count{{{where}}}" for h in ("mirror", "primary", "baseline")},
     }
 
     # The filter defines its series when configured, at 0: once Prometheus has two samples of
@@ -343,6 +348,11 @@ def test_analysis_on_real_prometheus(envoy, upstream, prometheus, argo_expr):
             lambda: harness.counts_by(e, "progressive_delivery_comparisons_total", "result", canary_cluster=cluster) == counts,
             what=f"Envoy counted {counts}",
         )
+        harness.wait_until(
+            lambda: harness.counts_by(e, "progressive_delivery_baseline_total", "result", canary_cluster=cluster) == {"answered": sent},
+            what=f"{sent} baseline copies answered",
+        )
+        assert len(stable.received) == sent
         # Prometheus has the final values once its sums agree with Envoy's counts (histograms
         # reach /stats/prometheus at Envoy's next stats flush, counters at once).
         for s in read.values():
@@ -353,7 +363,7 @@ def test_analysis_on_real_prometheus(envoy, upstream, prometheus, argo_expr):
     got = {name: measure(prom, argo_expr, m) for name, m in run.items()}
     print(f"\ncanary matches: {got}")
     assert got[MISMATCH] == ("Successful", ["0"])
-    assert got[LATENCY] == ("Successful", ["1"])
+    assert got[LATENCY][0] == "Successful", got
 
     # Every fourth answer differs, and every answer comes slower. The window still holds the
     # matching comparisons, which dilute the share.
@@ -365,6 +375,6 @@ def test_analysis_on_real_prometheus(envoy, upstream, prometheus, argo_expr):
     share = canary.differed / sent
     assert share == 1 / DIFFER_EVERY / 2
     assert abs(float(got[MISMATCH][1][0]) - share) <= TOLERANCE, (got, share)
-    # p99 of the canary's copies: 99% of them are within the SLOW bucket; of the others': the
-    # DELAY bucket, 2 times lower.
+    # Half the canary's answers in the window took SLOW, so its p99 is in SLOW's bucket; every
+    # baseline answer took DELAY: about twice the baseline's p99.
     assert float(got[LATENCY][1][0]) > limit(run[LATENCY]), got
