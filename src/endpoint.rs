@@ -105,6 +105,25 @@ impl Templates {
         self.entries.len()
     }
 
+    /// Each template's name and path, its parameters written `{}`: what a fingerprint of the
+    /// comparison settings needs to tell two lists apart.
+    pub fn describe(&self) -> Vec<(&str, String)> {
+        self.entries
+            .iter()
+            .map(|t| {
+                let path: Vec<&str> = t
+                    .segments
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Literal(l) => l.as_str(),
+                        Segment::Param => "{}",
+                    })
+                    .collect();
+                (t.name.as_str(), path.join("/"))
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -255,6 +274,15 @@ impl Label {
             self.text.push(c);
         }
     }
+}
+
+/// `text` as a metric label value: each character made safe as in an automatic label, cut
+/// to [`MAX_LABEL_BYTES`]. For the elements of `progressive_delivery_differences_total`,
+/// whose JSON keys are whatever a body holds.
+pub fn label_value(text: &str) -> String {
+    let mut label = Label::default();
+    label.push_str(text);
+    label.text
 }
 
 /// A label value ends up as an Envoy stat tag, which ';' would end (`name.tag=.=value;.;`),
