@@ -17,7 +17,7 @@
 //! Everything the host does goes through [`Host`], so every ordering is tested here with a
 //! fake host; the host adapter reads the host's buffers and passes plain values in.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use log::{debug, info, warn};
@@ -168,10 +168,12 @@ struct Metrics {
     /// Empty without a baseline.
     baseline: PerClass<PerValue<BaselineResult>>,
     baseline_ms: PerClass<Handle>,
-    /// Defined as differences come, up to [`MAX_DIFFERENCE_SERIES`].
-    differences: BTreeMap<(String, String, &'static str), Handle>,
-    /// The `other` series, once defined, by kind.
-    differences_other: BTreeMap<&'static str, Handle>,
+    /// By stat name, defined as differences come: up to [`MAX_DIFFERENCE_SERIES`] and the
+    /// two `other` series. Looked up linearly: a few hundred names, searched only for the
+    /// elements of a comparison that differed, cost less than a map's code in the module.
+    differences: Vec<(String, Handle)>,
+    /// Series in `differences` other than the `other` ones.
+    difference_series: usize,
 }
 
 /// A cap overflows: each is reported once per worker.
@@ -271,8 +273,8 @@ impl<H: Host> MirrorSession<H> {
             baseline_ms: PerClass::define(with_baseline(), |class| {
                 Handle::define(&host, &BASELINE_DURATION_MS, [cluster, class])
             }),
-            differences: BTreeMap::new(),
-            differences_other: BTreeMap::new(),
+            differences: Vec::new(),
+            difference_series: 0,
         };
         let noise = mirror.baseline.as_ref().map(|b| {
             let fingerprint = mirror.compare.fingerprint();
@@ -882,38 +884,29 @@ impl<H: Host> MirrorSession<H> {
     /// the `other` series once [`MAX_DIFFERENCE_SERIES`] are defined.
     fn count_difference(&mut self, endpoint: &str, element: &str, kind: DiffKind) {
         let element = endpoint::label_value(element);
-        let key = (endpoint.to_string(), element, kind.as_str());
         let cluster = self.mirror.cluster.as_str();
-        let handle = match self.metrics.differences.get(&key) {
-            Some(handle) => *handle,
-            None if self.metrics.differences.len() < MAX_DIFFERENCE_SERIES => {
-                let handle = Handle::define(
-                    &self.host,
-                    &DIFFERENCES_TOTAL,
-                    [cluster, &key.0, &key.1, kind.as_str()],
-                );
-                self.metrics.differences.insert(key, handle);
-                handle
-            }
-            None => {
-                if !self.warned.series {
-                    self.warned.series = true;
-                    warn!("more than {MAX_DIFFERENCE_SERIES} difference series on this worker: further ones are counted as endpoint=\"other\" element=\"other\"");
-                }
-                let host = &self.host;
-                *self
-                    .metrics
-                    .differences_other
-                    .entry(kind.as_str())
-                    .or_insert_with(|| {
-                        Handle::define(
-                            host,
-                            &DIFFERENCES_TOTAL,
-                            [cluster, endpoint::OTHER, endpoint::OTHER, kind.as_str()],
-                        )
-                    })
-            }
+        let mut values = [cluster, endpoint, element.as_str(), kind.as_str()];
+        let mut name = DIFFERENCES_TOTAL.stat_name(values);
+        let known = |differences: &[(String, Handle)], name: &str| {
+            differences.iter().find(|(n, _)| n == name).map(|(_, h)| *h)
         };
+        let mut handle = known(&self.metrics.differences, &name);
+        if handle.is_none() && self.metrics.difference_series >= MAX_DIFFERENCE_SERIES {
+            if !self.warned.series {
+                self.warned.series = true;
+                warn!("more than {MAX_DIFFERENCE_SERIES} difference series on this worker: further ones are counted as endpoint=\"other\" element=\"other\"");
+            }
+            values = [cluster, endpoint::OTHER, endpoint::OTHER, kind.as_str()];
+            name = DIFFERENCES_TOTAL.stat_name(values);
+            handle = known(&self.metrics.differences, &name);
+        } else if handle.is_none() {
+            self.metrics.difference_series = self.metrics.difference_series.saturating_add(1);
+        }
+        let handle = handle.unwrap_or_else(|| {
+            let handle = Handle::define(&self.host, &DIFFERENCES_TOTAL, values);
+            self.metrics.differences.push((name, handle));
+            handle
+        });
         handle.increment(&self.host, 1);
     }
 
