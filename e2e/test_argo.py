@@ -259,6 +259,10 @@ DELAY, SLOW = 0.51, 1.1
 # The answer is within this of the true share: rate() extrapolates, as in test_flagger.py.
 TOLERANCE = 0.02
 REQUESTS = 40
+# Requests in flight at once. Each is one new connection to each upstream at first, and the
+# upstreams' listen backlog is 5 (socketserver's default): more, and a connect waits for a SYN
+# retransmit, past the clusters' 1 s connect timeout, when the machine is busy.
+CONCURRENCY = 4
 DIFFER_EVERY = 4
 SAME = {"price": 10, "currency": "EUR"}
 
@@ -337,7 +341,7 @@ def test_analysis_on_real_prometheus(envoy, upstream, prometheus, argo_expr):
 
     def traffic(n: int) -> None:
         nonlocal sent
-        with ThreadPoolExecutor(8) as pool:
+        with ThreadPoolExecutor(CONCURRENCY) as pool:
             got = list(pool.map(lambda i: e.request("GET", f"/api/prices/{i}", [("cookie", f"uid={sampled}")]).status, range(sent, sent + n)))
         assert got == [200] * n
         sent += n
@@ -378,3 +382,42 @@ def test_analysis_on_real_prometheus(envoy, upstream, prometheus, argo_expr):
     # Half the canary's answers in the window took SLOW, so its p99 is in SLOW's bucket; every
     # baseline answer took DELAY: about twice the baseline's p99.
     assert float(got[LATENCY][1][0]) > limit(run[LATENCY]), got
+
+
+def test_noise_counts_as_agreement(envoy, upstream, prometheus, argo_expr):
+    """Where the canary differs from the baseline only as two stable instances differ from each
+    other, the comparison is `noise`: in the mismatch ratio's denominator, not its numerator, so
+    such a canary passes the gate. Noise is learned from the first observation here
+    (min_samples 1) so that every comparison is one."""
+    sidecar = im.one(SIDECAR)
+    mirror = sidecar["spec"]["pluginConfig"]["mirror"]
+    mirror["noise"] = {"min_samples": 1}
+    cluster, baseline = mirror["cluster"], mirror["baseline"]["cluster"]
+    [metric] = [m for m in shipped_runs()[0] if m["name"] == MISMATCH]
+
+    # Each instance names itself in its answers: primary and baseline differ at /served_by on
+    # every request, and the canary differs from the baseline there, and only there.
+    ups = {name: upstream(name, harness.fixed(200, {**SAME, "served_by": name})) for name in ("app", "canary", "baseline")}
+    clusters = {"app": ups["app"].port, cluster: ups["canary"].port, baseline: ups["baseline"].port}
+    e = envoy(istio_envoy_config(sidecar, [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}], clusters))
+    prom = prometheus([f"127.0.0.1:{e.admin_port}"])
+    harness.wait_until(prom.targets_up, timeout=20, what="Prometheus scraping Envoy")
+
+    sampled = uid(False, True, mirror["percent"])
+    for i in range(REQUESTS):
+        assert e.request("GET", f"/api/prices/{i}", [("cookie", f"uid={sampled}")]).status == 200
+    harness.wait_until(
+        lambda: harness.counts_by(e, "progressive_delivery_comparisons_total", "result", canary_cluster=cluster) == {"noise": REQUESTS},
+        what=f"Envoy counted {REQUESTS} noise results",
+    )
+    total = f'sum(progressive_delivery_comparisons_total{{canary_cluster="{cluster}"}})'
+    harness.wait_until(lambda: prom.scalar(total) == REQUESTS, timeout=15, what="Prometheus has the final counts")
+
+    assert measure(prom, argo_expr, metric) == ("Successful", ["0"])
+    # Leaving `noise` out of the denominator as well would leave nothing compared: 0/0, no
+    # evidence, and a canary that agrees with the stable version on everything two stable
+    # instances agree on would fail the gate.
+    query = metric["provider"]["prometheus"]["query"]
+    assert query.count('result!="skipped"') == 1
+    without_noise = {**metric, "provider": {"prometheus": {**metric["provider"]["prometheus"], "query": query.replace('result!="skipped"', 'result!~"skipped|noise"')}}}
+    assert measure(prom, argo_expr, without_noise) == ("Failed", ["NaN"])
