@@ -72,7 +72,7 @@ wasm-bindgen-runner:
 
 # node runs the wasm-bindgen tests; curl sends the e2e tests' HTTP/2 requests; umoci builds
 # the OCI image, skopeo pushes and pulls it, docker-registry is the e2e tests' registry,
-# prometheus runs the Flagger query test, h2load (nghttp2-client) the load tests (faults, soak).
+# prometheus runs the Flagger and Argo query tests, h2load (nghttp2-client) the load tests (faults, soak).
 # In a container without an init system the Debian packages start no service; the tests start
 # their own on free 127.0.0.1 ports either way.
 system-tools:
