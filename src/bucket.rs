@@ -42,24 +42,6 @@ pub fn in_cohort(seed: &[u8], id: &[u8], basis_points: u32) -> bool {
     bucket_of(seed, id) < basis_points
 }
 
-/// `percent` (0 to 100, at most two decimals) as basis points, or why it is not one.
-pub fn basis_points(percent: f64) -> Result<u32, String> {
-    if !percent.is_finite() || !(0.0..=100.0).contains(&percent) {
-        return Err(format!("{percent} is not between 0 and 100"));
-    }
-    let scaled = percent * 100.0;
-    let rounded = scaled.round();
-    // JSON numbers like 0.29 are not exact in binary; anything closer than this to a whole
-    // number of basis points was written with two decimals.
-    if (scaled - rounded).abs() > 1e-6 {
-        return Err(format!(
-            "{percent} has more than two decimals (the finest step is 0.01)"
-        ));
-    }
-    // In 0..=10000 after the range check above.
-    Ok(rounded as u32)
-}
-
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
@@ -137,32 +119,5 @@ mod tests {
             .count();
         // Independent 10% cohorts overlap on about 1% (100 ids); identical ones would on 1000.
         assert!((50..=150).contains(&both), "overlap {both}");
-    }
-
-    #[test]
-    fn percent_parsing() {
-        let cases: &[(f64, Result<u32, &str>)] = &[
-            (0.0, Ok(0)),
-            (5.0, Ok(500)),
-            (0.29, Ok(29)),
-            (12.34, Ok(1234)),
-            (33.33, Ok(3333)),
-            (99.99, Ok(9999)),
-            (100.0, Ok(10_000)),
-            (120.0, Err("120 is not between 0 and 100")),
-            (-1.0, Err("-1 is not between 0 and 100")),
-            (
-                5.125,
-                Err("5.125 has more than two decimals (the finest step is 0.01)"),
-            ),
-            (f64::NAN, Err("NaN is not between 0 and 100")),
-        ];
-        for (percent, want) in cases {
-            assert_eq!(
-                basis_points(*percent),
-                want.map_err(str::to_string),
-                "{percent}"
-            );
-        }
     }
 }

@@ -4,8 +4,7 @@
 //! afterwards. Evaluation reads the request's headers as bytes and never fails.
 
 use crate::bucket;
-use crate::cookie;
-use crate::query;
+use crate::request::{BucketKey, Request};
 use crate::string_match::Matcher;
 
 /// Index of a class in [`Classification::classes`]; metrics are kept per index.
@@ -20,10 +19,43 @@ pub struct Class {
 
 #[derive(Debug, Clone)]
 pub enum Condition {
-    Header { name: String, matcher: Matcher },
-    Cookie { name: String, matcher: Matcher },
-    Query { name: String, matcher: Matcher },
+    /// The value `name` of `part` (a header, cookie or query parameter) matches.
+    Match {
+        part: Part,
+        name: String,
+        matcher: Matcher,
+    },
     Bucket(Bucket),
+}
+
+/// The part of a request a string condition reads. Its key in a rule of the config and its
+/// lookup in the request are declared here together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Every value of a header (lowercase name; pseudo-headers too).
+    Header,
+    Cookie,
+    /// A parameter of the query string of `:path`, percent-decoded.
+    Query,
+}
+
+impl Part {
+    /// The rule's key for a condition on this part (`{"class": ..., "cookie": {...}}`).
+    pub fn key(self) -> &'static str {
+        match self {
+            Part::Header => "header",
+            Part::Cookie => "cookie",
+            Part::Query => "query",
+        }
+    }
+
+    fn matches(self, req: &Request<'_>, name: &str, matcher: &Matcher) -> bool {
+        match self {
+            Part::Header => matcher.matches_any(req.values(name)),
+            Part::Cookie => matcher.matches(req.cookie(name)),
+            Part::Query => matcher.matches(req.query(name).as_deref()),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -31,12 +63,6 @@ pub struct Bucket {
     pub key: BucketKey,
     pub seed: String,
     pub basis_points: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BucketKey {
-    Cookie(String),
-    Header(String),
 }
 
 #[derive(Debug, Clone)]
@@ -60,37 +86,6 @@ pub struct Classification {
     pub rules: Vec<Rule>,
     /// Cookies a first-time visitor is given a random id in (`bucket.assign_cookie`).
     pub assign_cookies: Vec<String>,
-}
-
-/// The request as the classifier sees it: every header, in order, as the host gave them
-/// (lowercase names, values as bytes). Pseudo-headers such as `:path` are among them.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    headers: &'a [(String, Vec<u8>)],
-    /// A header to act as if the client had not sent it (the untrusted class header).
-    hidden: Option<&'a str>,
-}
-
-impl<'a> Request<'a> {
-    pub fn new(headers: &'a [(String, Vec<u8>)]) -> Self {
-        Request {
-            headers,
-            hidden: None,
-        }
-    }
-
-    /// Every value of header `name` (lowercase), in order.
-    pub fn values(&self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let hidden = self.hidden == Some(name);
-        self.headers
-            .iter()
-            .filter(move |(n, _)| !hidden && n.len() == name.len() && n == name)
-            .map(|(_, v)| v.as_slice())
-    }
-
-    fn cookie(&self, name: &str) -> Option<&'a [u8]> {
-        cookie::find(self.values("cookie"), name.as_bytes())
-    }
 }
 
 /// How the class was decided, for logs and tests.
@@ -119,7 +114,7 @@ impl Classification {
         headers: &[(String, Vec<u8>)],
         mut new_id: impl FnMut() -> Option<String>,
     ) -> Outcome {
-        let mut req = Request::new(headers);
+        let req = Request::new(headers);
         if self.trust_incoming_header {
             if let Some(class) = self.trusted_incoming(&req) {
                 return Outcome {
@@ -130,7 +125,7 @@ impl Classification {
             }
         }
         // Untrusted, or trusted but unusable: classify as if the client had not sent it.
-        req.hidden = Some(&self.header);
+        let req = req.hiding(&self.header);
 
         let mut assigned = Vec::new();
         for name in &self.assign_cookies {
@@ -175,29 +170,14 @@ impl Classification {
 
 fn holds(cond: &Condition, req: &Request<'_>, assigned: &[(String, String)]) -> bool {
     match cond {
-        Condition::Header { name, matcher } => matcher.matches_any(req.values(name)),
-        Condition::Cookie { name, matcher } => matcher.matches(req.cookie(name)),
-        Condition::Query { name, matcher } => {
-            let path = req.values(":path").next().unwrap_or_default();
-            matcher.matches(query::find(path, name.as_bytes()).as_deref())
-        }
-        Condition::Bucket(b) => {
-            let id = match &b.key {
-                BucketKey::Header(name) => req.values(name).next(),
-                BucketKey::Cookie(name) => {
-                    req.cookie(name).filter(|v| !v.is_empty()).or_else(|| {
-                        assigned
-                            .iter()
-                            .find(|(n, _)| n == name)
-                            .map(|(_, id)| id.as_bytes())
-                    })
-                }
-            };
-            // A missing or empty key does not match: one shared empty id would put every
-            // anonymous user in the same bucket.
-            id.filter(|v| !v.is_empty())
-                .is_some_and(|id| bucket::in_cohort(b.seed.as_bytes(), id, b.basis_points))
-        }
+        Condition::Match {
+            part,
+            name,
+            matcher,
+        } => part.matches(req, name, matcher),
+        Condition::Bucket(b) => req
+            .bucket_id(&b.key, assigned)
+            .is_some_and(|id| bucket::in_cohort(b.seed.as_bytes(), id, b.basis_points)),
     }
 }
 
@@ -214,7 +194,8 @@ mod tests {
             .collect()
     }
 
-    const ISSUE_EXAMPLE: &str = r#"{
+    /// The classification example of the README: a rule of every kind, in priority order.
+    const DOCUMENTED_EXAMPLE: &str = r#"{
       "classification": {
         "header": "x-user-class",
         "default_class": "stable",
@@ -247,7 +228,7 @@ mod tests {
     }
 
     #[test]
-    fn issue_example_table() {
+    fn documented_example_table() {
         let (inside, outside) = cohort_ids();
         let in_cookie = format!("uid={inside}");
         let out_cookie = format!("uid={outside}");
@@ -315,7 +296,7 @@ mod tests {
             ("spoofed class", vec![("x-user-class", "beta")], "stable"),
         ];
         for (what, list, want) in cases {
-            assert_eq!(class_of(ISSUE_EXAMPLE, &list), want, "{what}");
+            assert_eq!(class_of(DOCUMENTED_EXAMPLE, &list), want, "{what}");
         }
     }
 
@@ -361,7 +342,7 @@ mod tests {
 
     #[test]
     fn trusted_incoming_header() {
-        let trusting = ISSUE_EXAMPLE.replace(
+        let trusting = DOCUMENTED_EXAMPLE.replace(
             r#""trust_incoming_header": false"#,
             r#""trust_incoming_header": true"#,
         );

@@ -13,7 +13,9 @@ use xxhash_rust::xxh64::Xxh64;
 
 use crate::json_diff::{self, IgnorePattern};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `compare.body` in the config, by these names in lower case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BodyMode {
     Bytes,
     Json,

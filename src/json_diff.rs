@@ -1,9 +1,11 @@
 //! Structural comparison of a primary's and a canary's JSON response bodies.
 //!
-//! Reports only the first difference, so a mismatch log line stays short and two runs over
-//! the same bodies name the same place: object keys are walked in sorted byte order, never
-//! in the order either side happened to send them. Fields that legitimately differ between
-//! the two (timestamps, request ids) are skipped by `compare.ignore` patterns.
+//! `first_difference` reports only the first difference, so a mismatch log line stays short
+//! and two runs over the same bodies name the same place: object keys are walked in sorted
+//! byte order, never in the order either side happened to send them. `all_differences` lists
+//! them all, up to a bound, in the same order, for learning which fields are noise. Fields
+//! that legitimately differ between the two (timestamps, request ids) are skipped by
+//! `compare.ignore` patterns.
 //!
 //! A pattern is an RFC 6901 JSON Pointer in which a segment `*` matches any one array index
 //! or object key. So a literal key named `*` cannot be addressed exactly: `/*` also ignores
@@ -11,6 +13,7 @@
 //! rare enough not to warrant a syntax of our own.
 
 use std::fmt::{self, Write as _};
+use std::ops::ControlFlow;
 
 use serde_json::{Number, Value};
 
@@ -138,44 +141,116 @@ pub fn first_difference(
     canary: &Value,
     ignore: &[IgnorePattern],
 ) -> Option<Difference> {
-    let mut path = Vec::new();
-    walk(Some(primary), Some(canary), ignore, &mut path)
+    let mut first = None;
+    let _ = walk(
+        Some(primary),
+        Some(canary),
+        ignore,
+        &mut Vec::new(),
+        &mut |path, p, c| {
+            first = Some(difference(path, p, c));
+            ControlFlow::Break(())
+        },
+    );
+    first
 }
 
+/// One of [`all_differences`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ElementDifference {
+    /// As `first_difference` reports it.
+    pub difference: Difference,
+    /// The pointer with every array index as `*` (`/items/3/id` is `/items/*/id`): the same
+    /// field of every item in a list is one element, whose noise is learned once.
+    pub element: String,
+}
+
+/// Every difference, up to a bound.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Differences {
+    /// In the order `first_difference` walks: the first is the one it reports.
+    pub differences: Vec<ElementDifference>,
+    /// There were more than the bound; the rest are not listed.
+    pub cut: bool,
+}
+
+/// Every difference between the two bodies, at most `max` of them, with the same rules as
+/// [`first_difference`]: `ignore` skipped, integers exact, floats within [`FLOAT_ULPS`],
+/// object keys in any order. A node that differs in type or is absent on one side is one
+/// difference, not one per field under it.
+pub fn all_differences(
+    primary: &Value,
+    canary: &Value,
+    ignore: &[IgnorePattern],
+    max: usize,
+) -> Differences {
+    let mut out = Differences::default();
+    let _ = walk(
+        Some(primary),
+        Some(canary),
+        ignore,
+        &mut Vec::new(),
+        &mut |path, p, c| {
+            if out.differences.len() >= max {
+                out.cut = true;
+                return ControlFlow::Break(());
+            }
+            out.differences.push(ElementDifference {
+                difference: difference(path, p, c),
+                element: pointer(path, Indices::AsWildcard),
+            });
+            ControlFlow::Continue(())
+        },
+    );
+    out
+}
+
+/// Calls `found` with each difference in walk order, until it breaks.
 fn walk<'a>(
     primary: Option<&'a Value>,
     canary: Option<&'a Value>,
     ignore: &[IgnorePattern],
     path: &mut Vec<PathSegment<'a>>,
-) -> Option<Difference> {
+    found: &mut impl FnMut(&[PathSegment<'a>], Option<&Value>, Option<&Value>) -> ControlFlow<()>,
+) -> ControlFlow<()> {
     if ignore.iter().any(|p| p.matches(path)) {
-        return None;
+        return ControlFlow::Continue(());
     }
     let (a, b) = match (primary, canary) {
         (Some(a), Some(b)) => (a, b),
-        (None, None) => return None,
-        _ => return Some(difference(path, primary, canary)),
+        (None, None) => return ControlFlow::Continue(()),
+        _ => return found(path, primary, canary),
     };
     if path.len() > MAX_DEPTH {
-        return (a != b).then(|| difference(path, primary, canary));
+        return if a != b {
+            found(path, primary, canary)
+        } else {
+            ControlFlow::Continue(())
+        };
     }
     match (a, b) {
-        (Value::Object(x), Value::Object(y)) => union_sorted(x.keys(), y.keys()).find_map(|k| {
-            path.push(PathSegment::Key(k));
-            let d = walk(x.get(k), y.get(k), ignore, path);
-            path.pop();
-            d
-        }),
-        (Value::Array(x), Value::Array(y)) => (0..x.len().max(y.len())).find_map(|i| {
-            path.push(PathSegment::Index(i));
-            let d = walk(x.get(i), y.get(i), ignore, path);
-            path.pop();
-            d
-        }),
-        (Value::Number(x), Value::Number(y)) => {
-            (!numbers_equal(x, y)).then(|| difference(path, primary, canary))
+        (Value::Object(x), Value::Object(y)) => {
+            for k in union_sorted(x.keys(), y.keys()) {
+                path.push(PathSegment::Key(k));
+                let flow = walk(x.get(k), y.get(k), ignore, path, found);
+                path.pop();
+                flow?;
+            }
+            ControlFlow::Continue(())
         }
-        _ => (a != b).then(|| difference(path, primary, canary)),
+        (Value::Array(x), Value::Array(y)) => {
+            for i in 0..x.len().max(y.len()) {
+                path.push(PathSegment::Index(i));
+                let flow = walk(x.get(i), y.get(i), ignore, path, found);
+                path.pop();
+                flow?;
+            }
+            ControlFlow::Continue(())
+        }
+        (Value::Number(x), Value::Number(y)) if numbers_equal(x, y) => ControlFlow::Continue(()),
+        (Value::Number(_), Value::Number(_)) => found(path, primary, canary),
+        _ if a != b => found(path, primary, canary),
+        _ => ControlFlow::Continue(()),
     }
 }
 
@@ -248,22 +323,29 @@ fn difference(
     canary: Option<&Value>,
 ) -> Difference {
     Difference {
-        pointer: pointer(path),
+        pointer: pointer(path, Indices::AsNumbers),
         primary: render(primary),
         canary: render(canary),
     }
 }
 
-fn pointer(path: &[PathSegment<'_>]) -> String {
+#[derive(Clone, Copy)]
+enum Indices {
+    AsNumbers,
+    AsWildcard,
+}
+
+fn pointer(path: &[PathSegment<'_>], indices: Indices) -> String {
     if path.is_empty() {
         return "/".to_string();
     }
     let mut out = String::new();
     for segment in path {
         out.push('/');
-        match segment {
-            PathSegment::Key(k) => out.push_str(&k.replace('~', "~0").replace('/', "~1")),
-            PathSegment::Index(i) => out.push_str(&i.to_string()),
+        match (segment, indices) {
+            (PathSegment::Key(k), _) => out.push_str(&k.replace('~', "~0").replace('/', "~1")),
+            (PathSegment::Index(i), Indices::AsNumbers) => out.push_str(&i.to_string()),
+            (PathSegment::Index(_), Indices::AsWildcard) => out.push('*'),
         }
     }
     out
@@ -378,6 +460,16 @@ mod tests {
             .map(|p| IgnorePattern::parse(p).unwrap())
             .collect();
         first_difference(&primary, &canary, &ignore).map(|d| d.to_string())
+    }
+
+    fn all(primary: &str, canary: &str, ignore: &[&str], max: usize) -> Differences {
+        let primary: Value = serde_json::from_str(primary).unwrap();
+        let canary: Value = serde_json::from_str(canary).unwrap();
+        let ignore: Vec<IgnorePattern> = ignore
+            .iter()
+            .map(|p| IgnorePattern::parse(p).unwrap())
+            .collect();
+        all_differences(&primary, &canary, &ignore, max)
     }
 
     #[test]
@@ -580,7 +672,142 @@ mod tests {
                 *want,
                 "{primary} vs {canary} ignoring {ignore:?}"
             );
+            // all_differences' first is first_difference, whatever the bound past 0.
+            for max in [1, 2, 100] {
+                let all = all(primary, canary, ignore, max);
+                let first = all.differences.first().map(|d| d.difference.to_string());
+                assert_eq!(first.as_deref(), *want, "{primary} vs {canary}, max {max}");
+                assert!(
+                    !all.cut || all.differences.len() == max,
+                    "{primary} vs {canary}, max {max}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn all_table() {
+        let items_a = r#"{"items":[{"id":1,"v":1},{"id":2,"v":1},{"id":3,"v":1}],"ts":1}"#;
+        let items_b = r#"{"items":[{"id":7,"v":1},{"id":8,"v":2},{"id":9,"v":1}],"ts":2}"#;
+        // primary, canary, ignore, max, (difference, element) in order, cut
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a [&'a str],
+            usize,
+            &'a [(&'a str, &'a str)],
+            bool,
+        );
+        let cases: &[Case] = &[
+            ("1", "1", &[], 10, &[], false),
+            ("1", "1", &[], 0, &[], false),
+            ("1", "2", &[], 10, &[("/: 1 vs 2", "/")], false),
+            ("1", "2", &[], 0, &[], true),
+            (
+                items_a,
+                items_b,
+                &[],
+                100,
+                &[
+                    ("/items/0/id: 1 vs 7", "/items/*/id"),
+                    ("/items/1/id: 2 vs 8", "/items/*/id"),
+                    ("/items/1/v: 1 vs 2", "/items/*/v"),
+                    ("/items/2/id: 3 vs 9", "/items/*/id"),
+                    ("/ts: 1 vs 2", "/ts"),
+                ],
+                false,
+            ),
+            // Exactly as many as the bound: not cut.
+            (
+                items_a,
+                items_b,
+                &["/items/*/id"],
+                2,
+                &[("/items/1/v: 1 vs 2", "/items/*/v"), ("/ts: 1 vs 2", "/ts")],
+                false,
+            ),
+            (
+                items_a,
+                items_b,
+                &[],
+                2,
+                &[
+                    ("/items/0/id: 1 vs 7", "/items/*/id"),
+                    ("/items/1/id: 2 vs 8", "/items/*/id"),
+                ],
+                true,
+            ),
+            (items_a, items_b, &["/items", "/ts"], 100, &[], false),
+            // Key order does not matter; numbers by value; absent on one side, or another
+            // type, is one difference for the whole subtree.
+            (
+                r#"{"b":{"x":1,"y":2},"a":1.0,"c":[1,2],"d":0.1}"#,
+                r#"{"a":1,"c":{"0":1},"e":[3],"d":0.1000000000000000055}"#,
+                &[],
+                100,
+                &[
+                    (r#"/b: {"x":1,"y":2} vs (absent)"#, "/b"),
+                    (r#"/c: [1,2] vs {"0":1}"#, "/c"),
+                    ("/e: (absent) vs [3]", "/e"),
+                ],
+                false,
+            ),
+            // Arrays of different lengths: each missing item.
+            (
+                "[[1],[2]]",
+                "[[1,5]]",
+                &[],
+                100,
+                &[
+                    ("/0/1: (absent) vs 5", "/*/*"),
+                    ("/1: [2] vs (absent)", "/*"),
+                ],
+                false,
+            ),
+            // Keys escaped in both; a key that looks like an index stays a key.
+            (
+                r#"{"a/b":{"7":1},"m~n":[0]}"#,
+                r#"{"a/b":{"7":2},"m~n":[1]}"#,
+                &[],
+                100,
+                &[
+                    ("/a~1b/7: 1 vs 2", "/a~1b/7"),
+                    ("/m~0n/0: 0 vs 1", "/m~0n/*"),
+                ],
+                false,
+            ),
+            // Integers exactly.
+            (
+                "[9007199254740993, 1]",
+                "[9007199254740992, 1]",
+                &[],
+                100,
+                &[("/0: 9007199254740993 vs 9007199254740992", "/*")],
+                false,
+            ),
+        ];
+        for (primary, canary, ignore, max, want, cut) in cases {
+            let got = all(primary, canary, ignore, *max);
+            let pairs: Vec<(String, &str)> = got
+                .differences
+                .iter()
+                .map(|d| (d.difference.to_string(), d.element.as_str()))
+                .collect();
+            let want: Vec<(String, &str)> = want.iter().map(|(d, e)| (d.to_string(), *e)).collect();
+            assert_eq!(pairs, want, "{primary} vs {canary}, max {max}");
+            assert_eq!(got.cut, *cut, "{primary} vs {canary}, max {max}");
+        }
+    }
+
+    #[test]
+    fn all_differences_deep() {
+        let nest = |leaf: Value| (0..1000).fold(leaf, |v, _| Value::Array(vec![v]));
+        let got = all_differences(&nest(Value::from(1)), &nest(Value::from(2)), &[], 10);
+        assert_eq!(got.differences.len(), 1);
+        assert!(!got.cut);
+        let d = &got.differences[0];
+        assert_eq!(d.difference.pointer, "/0".repeat(MAX_DEPTH + 1));
+        assert_eq!(d.element, "/*".repeat(MAX_DEPTH + 1));
     }
 
     #[test]

@@ -13,17 +13,18 @@ pub mod bucket;
 pub mod classify;
 pub mod compare;
 pub mod config;
-pub mod config_error;
-mod config_json;
 pub mod cookie;
+pub mod decode;
+pub mod endpoint;
 pub mod http_syntax;
 pub mod json_diff;
 pub mod metric_names;
-pub mod mirror_config;
 pub mod mirror_policy;
+pub mod noise;
 pub mod pending;
 pub mod query;
 pub mod rate_limit;
+pub mod request;
 pub mod string_match;
 
 #[cfg(not(all(target_arch = "wasm32", target_os = "unknown")))]

@@ -7,9 +7,9 @@
 //! checked while the body streams (see the host adapter).
 
 use crate::bucket;
-use crate::classify::{BucketKey, ClassId, Request};
+use crate::classify::ClassId;
 use crate::compare::CompareSpec;
-use crate::cookie;
+use crate::request::{BucketKey, Request};
 
 /// An HTTP method the filter knows. Only the idempotent ones may be configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,19 +283,11 @@ impl Mirror {
         if self.basis_points == 0 {
             return false;
         }
-        let key = match &self.sample_key {
-            Some(BucketKey::Header(name)) => req.values(name).next(),
-            Some(BucketKey::Cookie(name)) => cookie::find(req.values("cookie"), name.as_bytes())
-                .filter(|v| !v.is_empty())
-                .or_else(|| {
-                    assigned
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map(|(_, id)| id.as_bytes())
-                }),
-            None => None,
-        };
-        match key.filter(|k| !k.is_empty()) {
+        let key = self
+            .sample_key
+            .as_ref()
+            .and_then(|key| req.bucket_id(key, assigned));
+        match key {
             Some(key) => bucket::in_cohort(SAMPLE_SEED, key, self.basis_points),
             // Without a key there is nothing to be sticky on: sample this request alone.
             None => draw().is_some_and(|b| b < self.basis_points),

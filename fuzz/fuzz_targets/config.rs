@@ -7,10 +7,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use progressive_delivery::classify::{BucketKey, Condition, Source};
+use progressive_delivery::classify::{Condition, Part, Source};
 use progressive_delivery::config::{self, check_class_name, Config};
 use progressive_delivery::http_syntax::{is_cookie_name, is_header_name, is_safe_header_value};
 use progressive_delivery::mirror_policy::Method;
+use progressive_delivery::request::BucketKey;
 
 fuzz_target!(|data: &[u8]| {
     let first = config::parse(data);
@@ -77,7 +78,11 @@ fn check_compiled(c: &Config) {
         assert!(!rule.conditions.is_empty());
         for cond in &rule.conditions {
             match cond {
-                Condition::Header { name, .. } => {
+                Condition::Match {
+                    part: Part::Header,
+                    name,
+                    ..
+                } => {
                     assert_eq!(
                         *name,
                         name.to_ascii_lowercase(),
@@ -90,7 +95,10 @@ fn check_compiled(c: &Config) {
                         assert_eq!(*name, name.to_ascii_lowercase());
                     }
                 }
-                Condition::Cookie { .. } | Condition::Query { .. } => {}
+                Condition::Match {
+                    part: Part::Cookie | Part::Query,
+                    ..
+                } => {}
             }
         }
     }

@@ -27,8 +27,8 @@ pub const CONFIGS: [(&str, &str); 8] = [
         include_str!("../corpus/config/envoy-yaml.json"),
     ),
     (
-        "issue-example",
-        include_str!("../corpus/config/issue-example.json"),
+        "documented-classification",
+        include_str!("../corpus/config/documented-classification.json"),
     ),
     (
         "bench-twenty-rules",

@@ -1,227 +1,71 @@
-//! The `mirror` section of the configuration: raw structs and their validation into
-//! [`Mirror`]. Error paths start with `mirror.`; the shared rules (JSON objects only, unknown
-//! fields refused, every error names the field and the bad value) are those of `config`.
+//! The `mirror` section: raw structs as written, and their validation and compile into
+//! [`Mirror`]. It is read after `classification`, whose classes and headers it refers to.
 
-use crate::bucket;
-use crate::classify::{BucketKey, Class};
-use crate::compare::{BodyMode, CompareSpec};
-use crate::config::{bad_cookie_name, bad_header_name};
-use crate::config_error::ConfigError;
-use crate::config_json::{Fields, Obj, Shape};
-use crate::http_syntax::{is_cookie_name, is_header_name};
-use crate::json_diff::IgnorePattern;
+use serde::Deserialize;
+use smart_default::SmartDefault;
+
+use crate::classify::Classification;
 use crate::mirror_policy::{Method, Mirror};
+
+use super::checks::{self, bad_header_name, header_list, unknown_class, RawBucketKey};
+use super::compare::{self, RawCompare};
+use super::error::ConfigErrors;
+use super::object::Object;
 
 pub const DEFAULT_TIMEOUT_MS: u32 = 1000;
 pub const MAX_TIMEOUT_MS: u32 = 60_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const MAX_IN_FLIGHT: usize = 10_000;
-pub const DEFAULT_COMPARE_MAX_BODY_BYTES: usize = 256 * 1024;
-/// Ceiling of both body limits: each pending mirror may hold this much per worker.
-pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
 
-// The raw structs, read by `config_json` by these field lists (in struct order).
-
-pub(crate) static MIRROR: Fields = Fields::new(
-    &[
-        "cluster",
-        "authority_suffix",
-        "marker_header",
-        "percent",
-        "sample_key",
-        "classes",
-        "include_paths",
-        "exclude_paths",
-        "methods",
-        "idempotency_key_header",
-        "timeout_ms",
-        "max_body_bytes",
-        "max_in_flight",
-        "remove_headers",
-        "compare",
-    ],
-    &[
-        Shape::Str,
-        Shape::Str,
-        Shape::Str,
-        Shape::F64,
-        Shape::Opt(&Shape::Obj(&SAMPLE_KEY)),
-        Shape::List(&Shape::Str),
-        Shape::List(&Shape::Str),
-        Shape::List(&Shape::Str),
-        Shape::Opt(&Shape::List(&Shape::Str)),
-        Shape::Str,
-        Shape::U32,
-        Shape::Usize,
-        Shape::Usize,
-        Shape::List(&Shape::Str),
-        Shape::Obj(&COMPARE),
-    ],
-    &[],
-);
-
-pub(crate) struct RawMirror {
+#[derive(Deserialize, SmartDefault)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawMirror {
+    #[default("canary".into())]
     cluster: String,
+    #[default("-shadow".into())]
     authority_suffix: String,
+    #[default("x-mirror".into())]
     marker_header: String,
+    #[default(100.0)]
     percent: f64,
-    sample_key: Option<RawSampleKey>,
+    sample_key: Option<Object<RawBucketKey>>,
     classes: Vec<String>,
     include_paths: Vec<String>,
     exclude_paths: Vec<String>,
+    /// `None`: the idempotent methods.
     methods: Option<Vec<String>>,
+    /// Empty: POST and PATCH are never mirrored.
     idempotency_key_header: String,
+    #[default(DEFAULT_TIMEOUT_MS)]
     timeout_ms: u32,
+    #[default(DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    #[default(DEFAULT_MAX_IN_FLIGHT)]
     max_in_flight: usize,
     remove_headers: Vec<String>,
-    compare: RawCompare,
-}
-
-impl Default for RawMirror {
-    fn default() -> Self {
-        RawMirror {
-            cluster: "canary".to_string(),
-            authority_suffix: "-shadow".to_string(),
-            marker_header: "x-mirror".to_string(),
-            percent: 100.0,
-            sample_key: None,
-            classes: Vec::new(),
-            include_paths: Vec::new(),
-            exclude_paths: Vec::new(),
-            methods: None,
-            idempotency_key_header: String::new(),
-            timeout_ms: DEFAULT_TIMEOUT_MS,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            remove_headers: Vec::new(),
-            compare: RawCompare::default(),
-        }
-    }
-}
-
-impl RawMirror {
-    pub(crate) fn from(mut o: Obj) -> Self {
-        let d = RawMirror::default();
-        RawMirror {
-            cluster: o.string("cluster").unwrap_or(d.cluster),
-            authority_suffix: o.string("authority_suffix").unwrap_or(d.authority_suffix),
-            marker_header: o.string("marker_header").unwrap_or(d.marker_header),
-            percent: o.f64("percent").unwrap_or(d.percent),
-            sample_key: o.obj("sample_key").map(RawSampleKey::from),
-            classes: o.strings("classes").unwrap_or(d.classes),
-            include_paths: o.strings("include_paths").unwrap_or(d.include_paths),
-            exclude_paths: o.strings("exclude_paths").unwrap_or(d.exclude_paths),
-            methods: o.strings("methods"),
-            idempotency_key_header: o
-                .string("idempotency_key_header")
-                .unwrap_or(d.idempotency_key_header),
-            timeout_ms: o.u32("timeout_ms").unwrap_or(d.timeout_ms),
-            max_body_bytes: o.usize("max_body_bytes").unwrap_or(d.max_body_bytes),
-            max_in_flight: o.usize("max_in_flight").unwrap_or(d.max_in_flight),
-            remove_headers: o.strings("remove_headers").unwrap_or(d.remove_headers),
-            compare: o.obj("compare").map_or(d.compare, RawCompare::from),
-        }
-    }
-}
-
-static SAMPLE_KEY: Fields = Fields::new(
-    &["cookie", "header"],
-    &[Shape::Opt(&Shape::Str), Shape::Opt(&Shape::Str)],
-    &[],
-);
-
-struct RawSampleKey {
-    cookie: Option<String>,
-    header: Option<String>,
-}
-
-impl RawSampleKey {
-    fn from(mut o: Obj) -> Self {
-        RawSampleKey {
-            cookie: o.string("cookie"),
-            header: o.string("header"),
-        }
-    }
-}
-
-/// `compare.body`, in `BodyMode` order.
-const BODY_MODES: [&str; 3] = ["bytes", "json", "none"];
-
-static COMPARE: Fields = Fields::new(
-    &["headers", "body", "ignore", "max_body_bytes"],
-    &[
-        Shape::List(&Shape::Str),
-        Shape::Variant(&BODY_MODES),
-        Shape::List(&Shape::Str),
-        Shape::Usize,
-    ],
-    &[],
-);
-
-struct RawCompare {
-    headers: Vec<String>,
-    body: BodyMode,
-    ignore: Vec<String>,
-    max_body_bytes: usize,
-}
-
-impl Default for RawCompare {
-    fn default() -> Self {
-        RawCompare {
-            headers: Vec::new(),
-            body: BodyMode::Bytes,
-            ignore: Vec::new(),
-            max_body_bytes: DEFAULT_COMPARE_MAX_BODY_BYTES,
-        }
-    }
-}
-
-impl RawCompare {
-    fn from(mut o: Obj) -> Self {
-        let d = RawCompare::default();
-        RawCompare {
-            headers: o.strings("headers").unwrap_or(d.headers),
-            body: match o.variant("body") {
-                Some(0) => BodyMode::Bytes,
-                Some(1) => BodyMode::Json,
-                Some(2) => BodyMode::None,
-                _ => d.body,
-            },
-            ignore: o.strings("ignore").unwrap_or(d.ignore),
-            max_body_bytes: o.usize("max_body_bytes").unwrap_or(d.max_body_bytes),
-        }
-    }
-}
-
-/// Everything the mirror section must not collide with in the classification section.
-pub(crate) struct ClassificationFacts<'a> {
-    pub classes: &'a [Class],
-    pub class_header: &'a str,
-    pub features_header: &'a str,
+    compare: Object<RawCompare>,
 }
 
 const IDEMPOTENT_LIST: &str = "GET, HEAD, OPTIONS, TRACE, PUT, DELETE";
 
-pub(crate) fn compile_mirror(
+/// The section, given the compiled `classification` it must not collide with.
+pub(super) fn compile(
     raw: RawMirror,
-    facts: &ClassificationFacts<'_>,
-    errors: &mut Vec<ConfigError>,
+    classification: &Classification,
+    errors: &mut ConfigErrors,
 ) -> Mirror {
-    let mut err = |path: String, msg: String| errors.push(ConfigError::new(path, msg));
-
     if raw.cluster.is_empty() || raw.cluster.bytes().any(|b| b.is_ascii_control()) {
-        err(
-            "mirror.cluster".into(),
+        errors.add(
+            "mirror.cluster",
             format!(
                 "{:?} is not a cluster name; name the Envoy cluster of the canary (in Istio: outbound|PORT||HOST)",
                 raw.cluster
             ),
         );
     } else if raw.cluster.contains(';') {
-        err(
-            "mirror.cluster".into(),
+        errors.add(
+            "mirror.cluster",
             format!(
                 "{:?} contains ';', which ends a tag in Envoy stat names: the canary_cluster label of the mirror metrics would be cut there",
                 raw.cluster
@@ -233,8 +77,8 @@ pub(crate) fn compile_mirror(
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
     {
-        err(
-            "mirror.authority_suffix".into(),
+        errors.add(
+            "mirror.authority_suffix",
             format!(
                 "{:?} cannot be part of a host name (letters, digits, '-', '.', '_', '~'; \"\" keeps the authority)",
                 raw.authority_suffix
@@ -243,14 +87,13 @@ pub(crate) fn compile_mirror(
     }
 
     let marker_header = raw.marker_header.to_ascii_lowercase();
-    if !is_header_name(&raw.marker_header) {
-        err(
-            "mirror.marker_header".into(),
-            bad_header_name(&raw.marker_header),
-        );
-    } else if marker_header == facts.class_header || marker_header == facts.features_header {
-        err(
-            "mirror.marker_header".into(),
+    if !crate::http_syntax::is_header_name(&raw.marker_header) {
+        errors.add("mirror.marker_header", bad_header_name(&raw.marker_header));
+    } else if marker_header == classification.header
+        || marker_header == classification.features_header
+    {
+        errors.add(
+            "mirror.marker_header",
             format!(
                 "{:?} is also the class or features header; give it a name of its own",
                 raw.marker_header
@@ -258,48 +101,19 @@ pub(crate) fn compile_mirror(
         );
     }
 
-    let basis_points = bucket::basis_points(raw.percent)
-        .map_err(|why| err("mirror.percent".into(), why))
-        .unwrap_or_default();
-
-    let sample_key = raw.sample_key.and_then(|k| match (k.cookie, k.header) {
-        (Some(c), None) => {
-            if !is_cookie_name(&c) {
-                err("mirror.sample_key.cookie".into(), bad_cookie_name(&c));
-            }
-            Some(BucketKey::Cookie(c))
-        }
-        (None, Some(h)) => {
-            if !is_header_name(&h) {
-                err("mirror.sample_key.header".into(), bad_header_name(&h));
-            }
-            Some(BucketKey::Header(h.to_ascii_lowercase()))
-        }
-        (Some(_), Some(_)) => {
-            err(
-                "mirror.sample_key".into(),
-                "sets both cookie and header; give exactly one of them as the key".into(),
-            );
-            None
-        }
-        (None, None) => {
-            err(
-                "mirror.sample_key".into(),
-                "has no key; give exactly one of cookie, header".into(),
-            );
-            None
-        }
-    });
+    let basis_points = checks::basis_points("mirror.percent", raw.percent, errors);
+    let sample_key = raw
+        .sample_key
+        .and_then(|Object(k)| checks::bucket_key("mirror.sample_key", k, errors));
 
     let mut classes = Vec::with_capacity(raw.classes.len());
     for (i, name) in raw.classes.iter().enumerate() {
         let path = format!("mirror.classes[{i}]");
-        match facts.classes.iter().position(|c| &c.name == name) {
-            None => err(
-                path,
-                format!("no rule or default_class produces class {name:?}"),
-            ),
-            Some(id) if classes.contains(&id) => err(path, format!("{name:?} is listed twice")),
+        match classification.classes.iter().position(|c| &c.name == name) {
+            None => errors.add(path, unknown_class(name)),
+            Some(id) if classes.contains(&id) => {
+                errors.add(path, format!("{name:?} is listed twice"))
+            }
             Some(id) => classes.push(id),
         }
     }
@@ -310,7 +124,7 @@ pub(crate) fn compile_mirror(
     ] {
         for (i, p) in paths.iter().enumerate() {
             if !p.starts_with('/') {
-                err(
+                errors.add(
                     format!("mirror.{field}[{i}]"),
                     format!("{p:?} is not a path prefix; it must start with '/'"),
                 );
@@ -320,93 +134,33 @@ pub(crate) fn compile_mirror(
 
     let methods = match raw.methods {
         None => Method::IDEMPOTENT.to_vec(),
-        Some(names) => {
-            if names.is_empty() {
-                err(
-                    "mirror.methods".into(),
-                    format!("is empty; leave it out to mirror the idempotent methods ({IDEMPOTENT_LIST})"),
-                );
-            }
-            let mut methods = Vec::with_capacity(names.len());
-            for (i, name) in names.iter().enumerate() {
-                let path = format!("mirror.methods[{i}]");
-                match Method::parse(name.as_bytes()) {
-                    Some(m @ (Method::Post | Method::Patch)) => err(
-                        path,
-                        format!(
-                            "{} is not idempotent: a mirrored {} runs twice; to mirror the ones that carry an idempotency key, set mirror.idempotency_key_header",
-                            m.as_str(),
-                            m.as_str()
-                        ),
-                    ),
-                    Some(Method::Connect) => err(
-                        path,
-                        "CONNECT opens a tunnel and is never mirrored".into(),
-                    ),
-                    Some(m) if methods.contains(&m) => {
-                        err(path, format!("{name:?} is listed twice"))
-                    }
-                    Some(m) => methods.push(m),
-                    None => err(
-                        path,
-                        format!(
-                            "{name:?} is not a method known to be idempotent; use {IDEMPOTENT_LIST} (upper case)"
-                        ),
-                    ),
-                }
-            }
-            methods
-        }
+        Some(names) => methods(&names, errors),
     };
 
-    let idempotency_key_header = if raw.idempotency_key_header.is_empty() {
-        None
-    } else {
-        if !is_header_name(&raw.idempotency_key_header) {
-            err(
-                "mirror.idempotency_key_header".into(),
-                bad_header_name(&raw.idempotency_key_header),
-            );
-        }
-        Some(raw.idempotency_key_header.to_ascii_lowercase())
-    };
+    let idempotency_key_header = (!raw.idempotency_key_header.is_empty()).then(|| {
+        checks::header_name(
+            "mirror.idempotency_key_header",
+            &raw.idempotency_key_header,
+            errors,
+        )
+    });
 
     if raw.timeout_ms == 0 || raw.timeout_ms > MAX_TIMEOUT_MS {
-        err(
-            "mirror.timeout_ms".into(),
+        errors.add(
+            "mirror.timeout_ms",
             format!("{} is not between 1 and {MAX_TIMEOUT_MS}", raw.timeout_ms),
         );
     }
-    check_body_limit("mirror.max_body_bytes", raw.max_body_bytes, &mut err);
+    checks::body_limit("mirror.max_body_bytes", raw.max_body_bytes, errors);
     if raw.max_in_flight == 0 || raw.max_in_flight > MAX_IN_FLIGHT {
-        err(
-            "mirror.max_in_flight".into(),
+        errors.add(
+            "mirror.max_in_flight",
             format!("{} is not between 1 and {MAX_IN_FLIGHT}", raw.max_in_flight),
         );
     }
 
-    let remove_headers = header_list("mirror.remove_headers", &raw.remove_headers, &mut err);
-
-    let rc = raw.compare;
-    let headers = header_list("mirror.compare.headers", &rc.headers, &mut err);
-    let body = rc.body;
-    if body != BodyMode::Json && !rc.ignore.is_empty() {
-        err(
-            "mirror.compare.ignore".into(),
-            "applies only to JSON bodies; set compare.body to \"json\"".into(),
-        );
-    }
-    let ignore = rc
-        .ignore
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| {
-            IgnorePattern::parse(p)
-                .map_err(|why| err(format!("mirror.compare.ignore[{i}]"), why))
-                .ok()
-        })
-        .collect();
-    check_body_limit("mirror.compare.max_body_bytes", rc.max_body_bytes, &mut err);
+    let remove_headers = header_list("mirror.remove_headers", &raw.remove_headers, errors);
+    let compare = compare::compile("mirror.compare", raw.compare.0, errors);
 
     Mirror {
         cluster: raw.cluster,
@@ -423,38 +177,44 @@ pub(crate) fn compile_mirror(
         max_body_bytes: raw.max_body_bytes,
         max_in_flight: raw.max_in_flight,
         remove_headers,
-        compare: CompareSpec {
-            headers,
-            body,
-            ignore,
-            max_body_bytes: rc.max_body_bytes,
-        },
+        compare,
     }
 }
 
-fn check_body_limit(path: &str, value: usize, err: &mut impl FnMut(String, String)) {
-    if value > MAX_BODY_LIMIT {
-        err(
-            path.into(),
-            format!("{value} is over the ceiling of {MAX_BODY_LIMIT} bytes (16 MiB)"),
+/// `mirror.methods` as given: idempotent methods only, each once.
+fn methods(names: &[String], errors: &mut ConfigErrors) -> Vec<Method> {
+    if names.is_empty() {
+        errors.add(
+            "mirror.methods",
+            format!("is empty; leave it out to mirror the idempotent methods ({IDEMPOTENT_LIST})"),
         );
     }
-}
-
-/// Lowercased header names; pseudo-headers and duplicates refused.
-fn header_list(path: &str, names: &[String], err: &mut impl FnMut(String, String)) -> Vec<String> {
-    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    let mut methods = Vec::with_capacity(names.len());
     for (i, name) in names.iter().enumerate() {
-        let lower = name.to_ascii_lowercase();
-        if !is_header_name(name) {
-            err(format!("{path}[{i}]"), bad_header_name(name));
-        } else if out.contains(&lower) {
-            err(format!("{path}[{i}]"), format!("{name:?} is listed twice"));
-        } else {
-            out.push(lower);
+        let path = format!("mirror.methods[{i}]");
+        match Method::parse(name.as_bytes()) {
+            Some(m @ (Method::Post | Method::Patch)) => errors.add(
+                path,
+                format!(
+                    "{} is not idempotent: a mirrored {} runs twice; to mirror the ones that carry an idempotency key, set mirror.idempotency_key_header",
+                    m.as_str(),
+                    m.as_str()
+                ),
+            ),
+            Some(Method::Connect) => {
+                errors.add(path, "CONNECT opens a tunnel and is never mirrored")
+            }
+            Some(m) if methods.contains(&m) => errors.add(path, format!("{name:?} is listed twice")),
+            Some(m) => methods.push(m),
+            None => errors.add(
+                path,
+                format!(
+                    "{name:?} is not a method known to be idempotent; use {IDEMPOTENT_LIST} (upper case)"
+                ),
+            ),
         }
     }
-    out
+    methods
 }
 
 #[cfg(test)]
@@ -462,10 +222,10 @@ mod tests {
     #[cfg(target_arch = "wasm32")]
     use wasm_bindgen_test::wasm_bindgen_test as test;
 
-    use crate::classify::BucketKey;
     use crate::compare::BodyMode;
     use crate::config::parse;
     use crate::mirror_policy::Method;
+    use crate::request::BucketKey;
 
     fn errors_of(mirror: &str) -> Vec<String> {
         let json = format!(
