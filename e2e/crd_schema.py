@@ -72,8 +72,8 @@ def load_documents(text: str) -> list:
 
 
 def _request_uri(s) -> tuple[str, str]:
-    """(scheme, rest) of Go's url.ParseRequestURI, which the Kubernetes URL library uses: an
-    absolute URL or an absolute path, with a numeric port and no space in the host."""
+    """(scheme, the URL) if Go's url.ParseRequestURI, which the Kubernetes URL library uses,
+    takes it: an absolute URL or an absolute path, a numeric port, no space in the host."""
     s = str(s)
     parts = urlsplit(s)
     if not (parts.scheme or s.startswith("/")) or " " in parts.netloc:
@@ -98,7 +98,7 @@ def _duration(s) -> ct.IntType:
     """Go's time.ParseDuration, in nanoseconds: celpy's own rounds to microseconds and accepts
     units Go refuses (`1d`). Rules only compare durations with each other, so an integer does."""
     text = str(s)
-    body = text.lstrip("+-")
+    body = text[1:] if text[:1] in ("+", "-") else text
     parts = _GO_DURATION.findall(body)
     if body != "0" and ("".join(n + u for n, u in parts) != body or not parts or any(n in ("", ".") for n, _ in parts)):
         raise ValueError(f'time: invalid duration "{text}"')

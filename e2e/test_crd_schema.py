@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import celpy
 import pytest
 import yaml
 
@@ -158,6 +159,24 @@ def test_kubernetes_url_functions(value, is_url, scheme):
     assert crd_schema.cel_program(f"isURL({value!r})").evaluate({}) == is_url
     if scheme is not None:
         assert crd_schema.cel_program(f"url({value!r}).getScheme()").evaluate({}) == scheme
+
+
+DURATIONS = [
+    # (text, nanoseconds as Go's time.ParseDuration reads it, or None for an error)
+    ("0", 0), ("-0", 0), ("+5s", 5 * 10**9), ("-5s", -5 * 10**9), ("5.s", 5 * 10**9), (".5s", 5 * 10**8),
+    ("1h2m3s4ms5us6ns", 3_723_004_005_006), ("12µs", 12_000), ("-2m3.4s", -123_400_000_000), ("999999ns", 999_999),
+    ("", None), ("3", None), (".s", None), ("1d", None), ("1h 30m", None), ("+-5s", None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text,ns", DURATIONS, ids=[d[0] or "empty" for d in DURATIONS])
+def test_duration_is_gos(text, ns):
+    program = crd_schema.cel_program(f"duration({text!r})")
+    if ns is None:
+        with pytest.raises(celpy.CELEvalError, match=re.escape(f'time: invalid duration "{text}"')):
+            program.evaluate({})
+    else:
+        assert program.evaluate({}) == ns
 
 
 def test_yaml_is_decoded_strictly():

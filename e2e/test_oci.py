@@ -421,7 +421,7 @@ def test_istio_manifests_are_pinned_to_the_pushed_image(pushed, registry):
             src = source[rel]
             assert src["spec"].pop("url").startswith("oci://registry.example.com/") and src["spec"].pop("sha256") == ""
         assert doc == source[rel], rel
-    assert plugins == 3
+    assert plugins == 4
     # The pinned copies are still valid WasmPlugins (sha256 pattern, url CEL rule).
     from test_crd_schema import assert_manifests_valid
 

@@ -12,6 +12,7 @@
 use xxhash_rust::xxh64::Xxh64;
 
 use crate::json_diff::{self, IgnorePattern};
+use crate::label::label_enum;
 
 /// `compare.body` in the config, by these names in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -32,46 +33,16 @@ pub struct CompareSpec {
     pub max_body_bytes: usize,
 }
 
-/// The `result` label of `progressive_delivery_comparisons_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Match,
-    StatusMismatch,
-    HeaderMismatch,
-    BodyMismatch,
-    MirrorError,
-    MirrorTimeout,
-    Skipped,
-}
-
-impl Outcome {
-    pub const ALL: [Outcome; 7] = [
-        Outcome::Match,
-        Outcome::StatusMismatch,
-        Outcome::HeaderMismatch,
-        Outcome::BodyMismatch,
-        Outcome::MirrorError,
-        Outcome::MirrorTimeout,
-        Outcome::Skipped,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Match => "match",
-            Outcome::StatusMismatch => "status_mismatch",
-            Outcome::HeaderMismatch => "header_mismatch",
-            Outcome::BodyMismatch => "body_mismatch",
-            Outcome::MirrorError => "mirror_error",
-            Outcome::MirrorTimeout => "mirror_timeout",
-            Outcome::Skipped => "skipped",
-        }
-    }
-
-    /// Position in [`Outcome::ALL`], for metric tables.
-    /// The variants are declared in the order of `ALL` (a test holds them to it), so the
-    /// discriminant is the position.
-    pub fn index(self) -> usize {
-        self as usize
+label_enum! {
+    /// The `result` label of `progressive_delivery_comparisons_total`.
+    pub enum Outcome {
+        Match = "match",
+        StatusMismatch = "status_mismatch",
+        HeaderMismatch = "header_mismatch",
+        BodyMismatch = "body_mismatch",
+        MirrorError = "mirror_error",
+        MirrorTimeout = "mirror_timeout",
+        Skipped = "skipped",
     }
 }
 

@@ -9,6 +9,7 @@
 use crate::bucket;
 use crate::classify::ClassId;
 use crate::compare::CompareSpec;
+use crate::label::label_enum;
 use crate::request::{BucketKey, Request};
 
 /// An HTTP method the filter knows. Only the idempotent ones may be configured.
@@ -127,56 +128,20 @@ pub struct Mirror {
     pub compare: CompareSpec,
 }
 
-/// Why a request was or was not mirrored: the `decision` label of
-/// `progressive_delivery_mirror_total`. Each request with a `mirror` section gets exactly one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    Mirrored,
-    NotIdempotent,
-    PathExcluded,
-    NotSampled,
-    ClassExcluded,
-    BodyTooLarge,
-    Overloaded,
-    IsMirror,
-    DispatchFailed,
-    HeaderNotUtf8,
-}
-
-impl Decision {
-    pub const ALL: [Decision; 10] = [
-        Decision::Mirrored,
-        Decision::NotIdempotent,
-        Decision::PathExcluded,
-        Decision::NotSampled,
-        Decision::ClassExcluded,
-        Decision::BodyTooLarge,
-        Decision::Overloaded,
-        Decision::IsMirror,
-        Decision::DispatchFailed,
-        Decision::HeaderNotUtf8,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Decision::Mirrored => "mirrored",
-            Decision::NotIdempotent => "not_idempotent",
-            Decision::PathExcluded => "path_excluded",
-            Decision::NotSampled => "not_sampled",
-            Decision::ClassExcluded => "class_excluded",
-            Decision::BodyTooLarge => "body_too_large",
-            Decision::Overloaded => "overloaded",
-            Decision::IsMirror => "is_mirror",
-            Decision::DispatchFailed => "dispatch_failed",
-            Decision::HeaderNotUtf8 => "header_not_utf8",
-        }
-    }
-
-    /// Position in [`Decision::ALL`], for metric tables.
-    /// The variants are declared in the order of `ALL` (a test holds them to it), so the
-    /// discriminant is the position.
-    pub fn index(self) -> usize {
-        self as usize
+label_enum! {
+    /// Why a request was or was not mirrored: the `decision` label of
+    /// `progressive_delivery_mirror_total`. Each request with a `mirror` section gets exactly one.
+    pub enum Decision {
+        Mirrored = "mirrored",
+        NotIdempotent = "not_idempotent",
+        PathExcluded = "path_excluded",
+        NotSampled = "not_sampled",
+        ClassExcluded = "class_excluded",
+        BodyTooLarge = "body_too_large",
+        Overloaded = "overloaded",
+        IsMirror = "is_mirror",
+        DispatchFailed = "dispatch_failed",
+        HeaderNotUtf8 = "header_not_utf8",
     }
 }
 

@@ -11,38 +11,20 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 
-use super::mirror::{capture_buffer, printable_path, Job};
-use super::root::{mirror_of, Plugin};
+use super::mirror::{capture_buffer, Metrics};
+use super::plugin::{mirror_of, Plugin};
 use crate::classify::ClassId;
-use crate::compare::{Answer, BodyCapture};
-use crate::mirror_policy::Decision;
-use crate::pending::EntryId;
+use crate::mirror_session::{Request, StreamMirror};
 
 /// `Set-Cookie` attributes of an assigned id: a year, the whole site, sent on top-level
 /// navigations. Not `Secure`, which would drop it on plain-HTTP sites; not `HttpOnly`, so the
 /// application's scripts may read the id it was bucketed by.
 const ASSIGNED_COOKIE_ATTRIBUTES: &str = "; Path=/; Max-Age=31536000; SameSite=Lax";
 
-/// The primary's response headers, and its body as the comparison keeps it.
-type Observed = (Vec<(String, Vec<u8>)>, BodyCapture);
-
-/// Where this request is in mirroring.
-enum MirrorStream {
-    Off,
-    /// Copying the request body while it streams to the primary.
-    Copying(Job),
-    /// Handed to the runtime; `response` is filled as the primary's response streams by.
-    Submitted {
-        id: EntryId,
-        response: Option<Observed>,
-    },
-}
-
 pub struct Http {
     plugin: Option<Rc<Plugin>>,
     set_cookies: Vec<String>,
-    mirror: MirrorStream,
-    response_started: bool,
+    mirror: StreamMirror,
 }
 
 impl Http {
@@ -50,8 +32,7 @@ impl Http {
         Http {
             plugin,
             set_cookies: Vec::new(),
-            mirror: MirrorStream::Off,
-            response_started: false,
+            mirror: StreamMirror::default(),
         }
     }
 
@@ -67,88 +48,23 @@ impl Http {
         let Some(runtime) = &plugin.mirror else {
             return;
         };
-        let mirror = runtime.config();
-        if let Err(decision) = mirror.decide(&headers, class, assigned, random_bucket) {
-            runtime.count(class, decision);
-            return;
-        }
         let classification = &plugin.config.classification;
         let class_value = classification.class(class).map(|c| c.name.as_bytes());
         let features = classification
             .class(class)
             .and_then(|c| c.features.as_deref())
             .map(str::as_bytes);
-        let value = |name: &str| {
-            headers
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_slice())
-                .unwrap_or_default()
-        };
-        let method = String::from_utf8_lossy(value(":method")).into_owned();
-        let path = printable_path(value(":path"));
-        let copy = match mirror.copy_headers(
+        let class_headers = [
+            (classification.header.as_str(), class_value),
+            (classification.features_header.as_str(), features),
+        ];
+        let request = Request {
             headers,
-            &[
-                (classification.header.as_str(), class_value),
-                (classification.features_header.as_str(), features),
-            ],
-        ) {
-            Ok(copy) => copy,
-            Err(decision) => {
-                runtime.count(class, decision);
-                return;
-            }
-        };
-        let job = Job {
             class,
-            method,
-            path,
-            headers: copy,
-            body: Vec::new(),
+            assigned,
+            class_headers: &class_headers,
         };
-        self.mirror = MirrorStream::Copying(job);
-        if end_of_stream {
-            self.submit_mirror();
-        }
-    }
-
-    fn submit_mirror(&mut self) {
-        let MirrorStream::Copying(job) = std::mem::replace(&mut self.mirror, MirrorStream::Off)
-        else {
-            return;
-        };
-        let Some(runtime) = mirror_of(&self.plugin) else {
-            return;
-        };
-        if let Some(id) = runtime.submit(job) {
-            self.mirror = MirrorStream::Submitted { id, response: None };
-            if self.response_started {
-                // The primary answered before the request was complete: its response went
-                // by unobserved, so there is nothing to compare the canary's with.
-                runtime.primary_answered(id, None);
-            }
-        }
-    }
-
-    fn primary_done(&mut self, complete: bool) {
-        let MirrorStream::Submitted { id, response } =
-            std::mem::replace(&mut self.mirror, MirrorStream::Off)
-        else {
-            return;
-        };
-        let Some(runtime) = mirror_of(&self.plugin) else {
-            return;
-        };
-        let answer = match (complete, response) {
-            (true, Some((headers, body))) => Some(Answer::from_headers(
-                &runtime.config().compare,
-                &headers,
-                body.finish(),
-            )),
-            _ => None,
-        };
-        runtime.primary_answered(id, answer);
+        runtime.with(|s| self.mirror.start(s, request, random_bucket, end_of_stream));
     }
 }
 
@@ -185,18 +101,18 @@ impl HttpContext for Http {
         {
             set_request_header(&classification.features_header, features);
         }
-        // Envoy picked the route before this filter ran; without this, a route that matches
-        // the class header would not be taken (see shared/envoy-host-facts.md).
+        // Envoy picked the route before this filter ran, and does not pick it again when a
+        // header changes; without this, a route on the class header would not see it
+        // (docs/design.md).
         if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
             if !plugin.route_cache_warned.replace(true) {
                 warn!("host cannot clear the route cache ({status:?}); routes on the class header will not see it");
             }
         }
-        if let Some(Some(id)) = plugin.requests_total.get(outcome.class) {
-            if let Err(status) = hostcalls::increment_metric(*id, 1) {
-                debug!("increment_metric failed: {status:?}");
-            }
-        }
+        plugin
+            .requests_total
+            .get(outcome.class)
+            .increment(&Metrics, 1);
         self.start_mirror(
             &plugin,
             headers,
@@ -213,44 +129,26 @@ impl HttpContext for Http {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let MirrorStream::Copying(job) = &mut self.mirror {
-            let limit = mirror_of(&self.plugin).map_or(0, |m| m.config().max_body_bytes);
-            if job.body.len().saturating_add(body_size) > limit {
-                let class = job.class;
-                self.mirror = MirrorStream::Off;
-                if let Some(m) = mirror_of(&self.plugin) {
-                    m.count(class, Decision::BodyTooLarge);
-                }
-                return Action::Continue;
-            }
+        if let Some(m) = mirror_of(&self.plugin) {
             // With Continue, the host's request body buffer is this chunk alone.
-            match hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size) {
-                Ok(chunk) => job.body.extend_from_slice(&chunk.unwrap_or_default()),
-                Err(status) => {
-                    debug!("cannot read the request body: {status:?}; not mirrored");
-                    let class = job.class;
-                    self.mirror = MirrorStream::Off;
-                    if let Some(m) = mirror_of(&self.plugin) {
-                        m.count(class, Decision::DispatchFailed);
-                    }
-                    return Action::Continue;
-                }
-            }
-            if end_of_stream {
-                self.submit_mirror();
-            }
+            let read = || {
+                hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+                    .map(Option::unwrap_or_default)
+                    .map_err(|status| format!("{status:?}"))
+            };
+            m.with(|s| self.mirror.request_body(s, body_size, read, end_of_stream));
         }
         Action::Continue
     }
 
     fn on_http_request_trailers(&mut self, _num_trailers: usize) -> Action {
-        // Trailers end the request; the copy is sent without them.
-        self.submit_mirror();
+        if let Some(m) = mirror_of(&self.plugin) {
+            m.with(|s| self.mirror.request_trailers(s));
+        }
         Action::Continue
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        self.response_started = true;
         for cookie in self.set_cookies.drain(..) {
             if let Err(status) =
                 hostcalls::add_map_value(MapType::HttpResponseHeaders, "set-cookie", &cookie)
@@ -258,43 +156,37 @@ impl HttpContext for Http {
                 warn!("cannot add set-cookie: {status:?}");
             }
         }
-        if let MirrorStream::Submitted { response, .. } = &mut self.mirror {
-            let Some(m) = mirror_of(&self.plugin) else {
-                return Action::Continue;
+        if let Some(m) = mirror_of(&self.plugin) {
+            let read = || {
+                hostcalls::get_map_bytes(MapType::HttpResponseHeaders)
+                    .map_err(|status| format!("{status:?}"))
             };
-            match hostcalls::get_map_bytes(MapType::HttpResponseHeaders) {
-                Ok(headers) => *response = Some((headers, BodyCapture::new(&m.config().compare))),
-                Err(status) => debug!("cannot read response headers: {status:?}"),
-            }
-            if end_of_stream {
-                self.primary_done(true);
-            }
+            m.with(|s| self.mirror.response_headers(s, read, end_of_stream));
         }
         Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if let MirrorStream::Submitted {
-            response: Some((_, capture)),
-            ..
-        } = &mut self.mirror
-        {
-            capture_buffer(capture, BufferType::HttpResponseBody, body_size);
-            if end_of_stream {
-                self.primary_done(true);
-            }
+        if let Some(m) = mirror_of(&self.plugin) {
+            let feed = |capture: &mut _| {
+                capture_buffer(capture, BufferType::HttpResponseBody, body_size);
+            };
+            m.with(|s| self.mirror.response_body(s, feed, end_of_stream));
         }
         Action::Continue
     }
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
-        self.primary_done(true);
+        if let Some(m) = mirror_of(&self.plugin) {
+            m.with(|s| self.mirror.response_trailers(s));
+        }
         Action::Continue
     }
 
     fn on_log(&mut self) {
-        // Still waiting here means the response never completed (reset, client gone).
-        self.primary_done(false);
+        if let Some(m) = mirror_of(&self.plugin) {
+            m.with(|s| self.mirror.log(s));
+        }
     }
 }
 

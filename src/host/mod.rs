@@ -6,6 +6,7 @@ mod http;
 mod mirror;
 #[cfg(feature = "panic-probe")]
 mod panic_probe;
+mod plugin;
 mod root;
 
 use proxy_wasm::hostcalls;

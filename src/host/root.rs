@@ -4,32 +4,16 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use log::{debug, error, info, warn};
+use log::{error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{BufferType, ContextType, MetricType};
+use proxy_wasm::types::{BufferType, ContextType};
 
 use super::http::Http;
-use super::mirror::Runtime;
-use crate::config::{self, Config};
-use crate::metric_names;
-
-/// What every stream of one configuration shares.
-pub struct Plugin {
-    pub config: Config,
-    /// Counter id per class, index-aligned with `config.classification.classes`. `None` when
-    /// the host refused to define it: the request still gets classified, just not counted.
-    pub requests_total: Vec<Option<u32>>,
-    /// So a host without `clear_route_cache` is reported once per VM, not per request.
-    pub route_cache_warned: Cell<bool>,
-    /// `None` without a `mirror` section.
-    pub mirror: Option<Runtime>,
-}
-
-/// The mirror runtime of the current configuration, if it mirrors.
-pub fn mirror_of(plugin: &Option<Rc<Plugin>>) -> Option<&Runtime> {
-    plugin.as_deref()?.mirror.as_ref()
-}
+use super::mirror::{Metrics, Runtime};
+use super::plugin::{mirror_of, Plugin};
+use crate::config;
+use crate::metrics::{Handle, PerClass, REQUESTS_TOTAL};
 
 /// Filters log lines in the plugin at the level Envoy logs the `wasm` component, so a `debug!`
 /// on the request path costs no formatting and no host call when Envoy would drop it anyway.
@@ -46,9 +30,6 @@ pub struct Root {
     /// This VM's mirror queue, registered on the first configuration that mirrors.
     queue_id: Option<u32>,
     generation: u32,
-    /// Envoy is done with this configuration (a new one was pushed, or Envoy is stopping)
-    /// but mirrors were still pending: the context stays until they are concluded.
-    draining: bool,
 }
 
 /// Queue names are per VM id, and every worker's VM has the same one: a random part keeps
@@ -75,17 +56,9 @@ impl Context for Root {
     /// the VM's lifetime bounds that: a push that changes the module or `vm_config` makes
     /// Envoy drop the old VM, pending mirrors and all (e2e/test_reload.py).
     fn on_done(&mut self) -> bool {
-        let Some(m) = mirror_of(&self.plugin) else {
-            return true;
-        };
-        m.retire_gauge();
-        let pending = m.pending();
-        if pending == 0 {
-            return true;
-        }
-        info!("configuration retired (replaced, or Envoy stopping) with {pending} mirrors pending; kept until they are concluded");
-        self.draining = true;
-        false
+        mirror_of(&self.plugin)
+            .and_then(|m| m.with(|s| s.on_done()))
+            .unwrap_or(true)
     }
 
     fn on_http_call_response(
@@ -120,17 +93,14 @@ impl RootContext for Root {
                 return false;
             }
         };
-        let requests_total = config
-            .classification
-            .classes
-            .iter()
-            .map(|class| {
-                let name = metric_names::requests_total(&class.name);
-                hostcalls::define_metric(MetricType::Counter, &name)
-                    .map_err(|status| warn!("cannot define metric {name}: {status:?}"))
-                    .ok()
-            })
-            .collect();
+        let requests_total = PerClass::define(
+            config
+                .classification
+                .classes
+                .iter()
+                .map(|c| c.name.as_str()),
+            |class| Handle::define(&Metrics, &REQUESTS_TOTAL, [class]),
+        );
         // The runtime owns the mirror settings from here on.
         let mirror_config = config.mirror.take();
         let summary = mirror_config.as_ref().map_or(String::new(), |m| {
@@ -151,9 +121,15 @@ impl RootContext for Root {
                     return false;
                 };
                 self.generation = self.generation.wrapping_add(1);
-                let runtime =
-                    Runtime::new(m, &config.classification.classes, queue_id, self.generation);
-                if let Err(status) = hostcalls::set_tick_period(runtime.tick_period()) {
+                let class_names = config
+                    .classification
+                    .classes
+                    .iter()
+                    .map(|c| c.name.clone())
+                    .collect();
+                let runtime = Runtime::new(m, class_names, queue_id, self.generation);
+                let tick_period = runtime.with(|s| s.tick_period()).unwrap_or_default();
+                if let Err(status) = hostcalls::set_tick_period(tick_period) {
                     warn!("cannot set the tick period ({status:?}); late mirrors wait for Envoy's timeout");
                 }
                 Some(runtime)
@@ -191,19 +167,8 @@ impl RootContext for Root {
     }
 
     fn on_tick(&mut self) {
-        let Some(m) = mirror_of(&self.plugin) else {
-            return;
-        };
-        m.on_tick();
-        // Only here, from the context's own tick: `proxy_done` answers NotFound (and the SDK
-        // panics on it) unless the calling context is one whose `on_done` returned false, and
-        // a tick runs with no other context made effective.
-        if self.draining && m.pending() == 0 {
-            self.draining = false;
-            match hostcalls::done() {
-                Ok(()) => debug!("replaced configuration done: its mirrors are concluded"),
-                Err(status) => warn!("cannot finish the replaced configuration: {status:?}"),
-            }
+        if let Some(m) = mirror_of(&self.plugin) {
+            m.with(|s| s.on_tick());
         }
     }
 

@@ -1,0 +1,1419 @@
+//! One worker's mirror session: the pending store, the callouts to the canary, the comparison
+//! when both answers are in, and the mirror metrics.
+//!
+//! A callout made from a stream context loses its reply when the primary finishes first, so
+//! a stream only hands its copy over ([`MirrorSession::submit`]); the host wakes the root
+//! context, which dispatches every waiting copy ([`MirrorSession::on_queue_ready`]) and sees
+//! every reply, whenever it comes. Either answer may come first, or never: each mirror is
+//! concluded by whichever of the two answers, the tick past its deadline, or a failed
+//! dispatch settles it last, and counted exactly once.
+//!
+//! Everything the host does goes through [`Host`], so every ordering is tested here with a
+//! fake host; the host adapter reads the host's buffers and passes plain values in.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use log::{debug, info, warn};
+
+use crate::classify::ClassId;
+use crate::compare::{self, Answer, Body, BodyCapture, Outcome, Verdict};
+use crate::metrics::{
+    Handle, MetricHost, PerClass, PerValue, COMPARISONS_TOTAL, MIRRORS_PENDING, MIRROR_DURATION_MS,
+    MIRROR_TOTAL, PRIMARY_DURATION_MS,
+};
+use crate::mirror_policy::{Decision, Mirror};
+use crate::pending::{EntryId, Pending};
+use crate::rate_limit::LogLimiter;
+
+/// Mismatch lines per worker: a burst of 10, then one a second.
+const LOG_BURST: u32 = 10;
+const LOG_PER_SECOND: u32 = 1;
+/// Longest path quoted in a log line.
+const LOG_PATH_MAX: usize = 200;
+
+/// What the session needs from the host besides its metrics. Errors are the host's status,
+/// for the log.
+pub trait Host: MetricHost {
+    /// Wall-clock milliseconds.
+    fn now_ms(&self) -> u64;
+    /// Sends a copy to `cluster`; the token names its reply.
+    fn dispatch(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, String>;
+    /// Has the root context called back ([`MirrorSession::on_queue_ready`]).
+    fn wake(&self) -> Result<(), String>;
+    /// Tells the host that a configuration it retired is finished with (`proxy_done`).
+    fn done(&self) -> Result<(), String>;
+}
+
+/// The primary's response headers, and its body as the comparison keeps it.
+pub type PrimaryResponse = (Vec<(String, Vec<u8>)>, Body);
+
+/// The primary's side of a pending mirror.
+enum Primary {
+    Waiting,
+    Done {
+        answer: Answer,
+        duration_ms: u64,
+    },
+    /// The response did not complete (client gone, stream reset) or came too early to observe.
+    Incomplete,
+}
+
+/// Headers and body of the copy.
+type Copy = (Vec<(String, String)>, Vec<u8>);
+
+struct Entry {
+    class: ClassId,
+    method: String,
+    path: String,
+    /// The copy, until it is dispatched.
+    copy: Option<Copy>,
+    /// When the request was complete: the primary's duration runs from here.
+    started_ms: u64,
+    /// When the copy was dispatched: the canary's duration runs from here.
+    dispatched_ms: u64,
+    primary: Primary,
+    canary: Option<Result<Answer, Verdict>>,
+}
+
+/// What a stream hands over when its request is complete and may be mirrored.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub class: ClassId,
+    pub method: String,
+    /// As [`printable_path`] made it.
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+struct Metrics {
+    decisions: PerClass<PerValue<Decision>>,
+    results: PerClass<PerValue<Outcome>>,
+    primary_ms: PerClass<Handle>,
+    mirror_ms: PerClass<Handle>,
+    pending: Handle,
+}
+
+pub struct MirrorSession<H: Host> {
+    host: H,
+    mirror: Mirror,
+    class_names: Vec<String>,
+    metrics: Metrics,
+    pending: Pending<Entry>,
+    /// What the pending gauge was last moved to, from this VM.
+    reported_pending: i64,
+    /// This configuration was replaced: its mirrors no longer move the gauge.
+    gauge_retired: bool,
+    /// The host is done with this configuration but mirrors were still pending: it waits
+    /// until they are concluded.
+    draining: bool,
+    /// Callout token to entry.
+    tokens: HashMap<u32, EntryId>,
+    /// Copies waiting for the root context to dispatch them, oldest first.
+    undispatched: VecDeque<EntryId>,
+    /// A wake-up is on its way and the root context has not been called yet: further copies
+    /// only join `undispatched`. Under load one wake-up then carries many copies instead of
+    /// one each, and the hop (a post to the worker's event loop and a call into the VM) was
+    /// the largest cost of a mirror.
+    wake_queued: bool,
+    log_limiter: LogLimiter,
+}
+
+impl<H: Host> MirrorSession<H> {
+    /// Defines every mirror metric at 0 for every class, so rate() and ratios work from the
+    /// first scrape instead of from the first event.
+    pub fn new(host: H, mirror: Mirror, class_names: Vec<String>) -> Self {
+        let cluster = mirror.cluster.as_str();
+        let names = || class_names.iter().map(String::as_str);
+        let metrics = Metrics {
+            decisions: PerClass::define(names(), |class| {
+                PerValue::define(&host, &MIRROR_TOTAL, |d: Decision| {
+                    [cluster, class, d.as_str()]
+                })
+            }),
+            results: PerClass::define(names(), |class| {
+                PerValue::define(&host, &COMPARISONS_TOTAL, |o: Outcome| {
+                    [cluster, class, o.as_str()]
+                })
+            }),
+            primary_ms: PerClass::define(names(), |class| {
+                Handle::define(&host, &PRIMARY_DURATION_MS, [cluster, class])
+            }),
+            mirror_ms: PerClass::define(names(), |class| {
+                Handle::define(&host, &MIRROR_DURATION_MS, [cluster, class])
+            }),
+            pending: Handle::define(&host, &MIRRORS_PENDING, [cluster]),
+        };
+        MirrorSession {
+            host,
+            pending: Pending::new(mirror.max_in_flight),
+            mirror,
+            class_names,
+            metrics,
+            reported_pending: 0,
+            gauge_retired: false,
+            draining: false,
+            tokens: HashMap::new(),
+            undispatched: VecDeque::new(),
+            wake_queued: false,
+            log_limiter: LogLimiter::new(LOG_BURST, LOG_PER_SECOND),
+        }
+    }
+
+    pub fn config(&self) -> &Mirror {
+        &self.mirror
+    }
+
+    /// Mirrors not concluded yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// A quarter of the timeout, within 50 ms to 1 s.
+    pub fn tick_period(&self) -> Duration {
+        Duration::from_millis(u64::from((self.mirror.timeout_ms >> 2).clamp(50, 1000)))
+    }
+
+    pub fn count(&self, class: ClassId, decision: Decision) {
+        self.metrics
+            .decisions
+            .get(class, decision)
+            .increment(&self.host, 1);
+    }
+
+    fn count_result(&self, class: ClassId, outcome: Outcome) {
+        self.metrics
+            .results
+            .get(class, outcome)
+            .increment(&self.host, 1);
+    }
+
+    /// Moves the pending gauge by what this VM's store changed since the last report.
+    fn report_pending(&mut self) {
+        if self.gauge_retired {
+            return;
+        }
+        let now = i64::try_from(self.pending.len()).unwrap_or(i64::MAX);
+        let delta = now.saturating_sub(self.reported_pending);
+        self.reported_pending = now;
+        self.move_gauge(delta);
+    }
+
+    /// Takes this configuration's share out of the pending gauge for good, when the host is
+    /// done with it. Its mirrors may still be concluded later, but if Envoy replaced the VM
+    /// too (a new module or `vm_config`), the VM goes away without running `Drop`, and a
+    /// share left in the gauge would stay there for the life of the proxy.
+    fn retire_gauge(&mut self) {
+        self.gauge_retired = true;
+        let delta = std::mem::take(&mut self.reported_pending).saturating_neg();
+        self.move_gauge(delta);
+    }
+
+    fn move_gauge(&self, delta: i64) {
+        if delta != 0 {
+            self.metrics.pending.increment(&self.host, delta);
+        }
+    }
+
+    /// The host is done with this configuration (a new one was pushed, or it is stopping).
+    /// `true`: finished now. `false`: mirrors are pending; the tick that concludes the last
+    /// of them tells the host ([`Host::done`]).
+    pub fn on_done(&mut self) -> bool {
+        self.retire_gauge();
+        let pending = self.pending.len();
+        if pending == 0 {
+            return true;
+        }
+        info!("configuration retired (replaced, or Envoy stopping) with {pending} mirrors pending; kept until they are concluded");
+        self.draining = true;
+        false
+    }
+
+    /// Takes a slot for a complete request and queues its copy for the root context.
+    /// Counts the decision itself when the request cannot be mirrored (`None`).
+    pub fn submit(&mut self, job: Job) -> Option<EntryId> {
+        let class = job.class;
+        let submitted = self.try_submit(job);
+        if let Err(decision) = submitted {
+            self.count(class, decision);
+            if decision == Decision::DispatchFailed {
+                self.count_result(class, Outcome::MirrorError);
+            }
+        }
+        submitted.ok()
+    }
+
+    fn try_submit(&mut self, job: Job) -> Result<EntryId, Decision> {
+        let now = self.host.now_ms();
+        let entry = Entry {
+            class: job.class,
+            method: job.method,
+            path: job.path,
+            copy: Some((job.headers, job.body)),
+            started_ms: now,
+            dispatched_ms: now,
+            primary: Primary::Waiting,
+            canary: None,
+        };
+        let deadline = now.saturating_add(u64::from(self.mirror.timeout_ms));
+        let id = self
+            .pending
+            .insert(entry, deadline)
+            .map_err(|_| Decision::Overloaded)?;
+        self.undispatched.push_back(id);
+        if self.wake_queued {
+            return Ok(id);
+        }
+        self.wake_queued = true;
+        if let Err(e) = self.host.wake() {
+            warn!("cannot queue a mirror: {e}");
+            self.wake_queued = false;
+            self.undispatched.retain(|queued| *queued != id);
+            self.pending.remove(id);
+            return Err(Decision::DispatchFailed);
+        }
+        Ok(id)
+    }
+
+    /// Root context, woken: dispatches every copy waiting.
+    pub fn on_queue_ready(&mut self) {
+        self.wake_queued = false;
+        for id in std::mem::take(&mut self.undispatched) {
+            self.dispatch(id);
+        }
+    }
+
+    fn dispatch(&mut self, id: EntryId) {
+        let Some(entry) = self.pending.get_mut(id) else {
+            return;
+        };
+        let class = entry.class;
+        let Some((headers, body)) = entry.copy.take() else {
+            return;
+        };
+        let header_refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        let result = self.host.dispatch(
+            &self.mirror.cluster,
+            &header_refs,
+            (!body.is_empty()).then_some(body.as_slice()),
+            Duration::from_millis(u64::from(self.mirror.timeout_ms)),
+        );
+        match result {
+            Ok(token) => {
+                self.count(class, Decision::Mirrored);
+                self.tokens.insert(token, id);
+                let now = self.host.now_ms();
+                if let Some(e) = self.pending.get_mut(id) {
+                    e.dispatched_ms = now;
+                }
+            }
+            Err(e) => {
+                self.count(class, Decision::DispatchFailed);
+                let detail = format!(
+                    "Envoy refused the callout to cluster {:?} ({e}); is the cluster defined?",
+                    self.mirror.cluster
+                );
+                self.canary_answered(id, Err(Verdict::new(Outcome::MirrorError, detail)));
+            }
+        }
+    }
+
+    /// Root context: the canary's reply to callout `token`, or the host's stand-in for it.
+    /// `headers` and `body` read them from the host, and are called only when the reply is
+    /// still awaited and, for the body, the canary did answer.
+    pub fn on_canary_reply(
+        &mut self,
+        token: u32,
+        headers: impl FnOnce() -> Vec<(String, Vec<u8>)>,
+        body: impl FnOnce(&mut BodyCapture),
+    ) {
+        let Some(id) = self.tokens.remove(&token) else {
+            return;
+        };
+        let Some(entry) = self.pending.get_mut(id) else {
+            return;
+        };
+        let (class, started) = (entry.class, entry.dispatched_ms);
+        let headers = headers();
+        let elapsed_ms = self.host.now_ms().saturating_sub(started);
+        let reply = match compare::canary_failure(&headers, elapsed_ms, self.mirror.timeout_ms) {
+            Some(mut failure) => {
+                if failure.outcome == Outcome::MirrorTimeout && !headers.is_empty() {
+                    failure.detail = self.timeout_detail();
+                }
+                Err(failure)
+            }
+            None => {
+                self.metrics
+                    .mirror_ms
+                    .get(class)
+                    .record(&self.host, elapsed_ms);
+                let mut capture = BodyCapture::new(&self.mirror.compare);
+                body(&mut capture);
+                Ok(Answer::from_headers(
+                    &self.mirror.compare,
+                    &headers,
+                    capture.finish(),
+                ))
+            }
+        };
+        self.canary_answered(id, reply);
+    }
+
+    fn timeout_detail(&self) -> String {
+        format!(
+            "no answer from cluster {:?} within {} ms",
+            self.mirror.cluster, self.mirror.timeout_ms
+        )
+    }
+
+    fn canary_answered(&mut self, id: EntryId, reply: Result<Answer, Verdict>) {
+        let Some(entry) = self.pending.get_mut(id) else {
+            return;
+        };
+        entry.canary = Some(reply);
+        if matches!(entry.primary, Primary::Waiting) {
+            return;
+        }
+        if let Some(entry) = self.pending.remove(id) {
+            self.conclude(entry);
+        }
+    }
+
+    /// Stream context: the primary's response is complete (`Some`) or will not be (`None`).
+    pub fn primary_answered(&mut self, id: EntryId, response: Option<PrimaryResponse>) {
+        let now = self.host.now_ms();
+        let spec = &self.mirror.compare;
+        let Some(entry) = self.pending.get_mut(id) else {
+            return;
+        };
+        if !matches!(entry.primary, Primary::Waiting) {
+            return;
+        }
+        entry.primary = match response {
+            Some((headers, body)) => Primary::Done {
+                answer: Answer::from_headers(spec, &headers, body),
+                duration_ms: now.saturating_sub(entry.started_ms),
+            },
+            None => Primary::Incomplete,
+        };
+        if entry.canary.is_none() {
+            return;
+        }
+        if let Some(entry) = self.pending.remove(id) {
+            self.conclude(entry);
+        }
+    }
+
+    /// Root context, on each tick: what is still pending at its deadline is decided now, and
+    /// a retired configuration whose last mirror is concluded is finished.
+    pub fn on_tick(&mut self) {
+        let due = self.pending.expire(self.host.now_ms());
+        if !due.is_empty() {
+            let gone: Vec<EntryId> = due.iter().map(|(id, _)| *id).collect();
+            self.tokens.retain(|_, id| !gone.contains(id));
+        }
+        // The gauge moves here only, once a tick, not by two metric updates per mirror: a
+        // pending count is read at scrape intervals, far longer than the tick.
+        self.report_pending();
+        for (_, mut entry) in due {
+            if entry.canary.is_none() {
+                entry.canary = Some(Err(Verdict::new(
+                    Outcome::MirrorTimeout,
+                    self.timeout_detail(),
+                )));
+            } else if matches!(entry.primary, Primary::Waiting) {
+                entry.primary = Primary::Incomplete;
+            }
+            self.conclude(entry);
+        }
+        // Only from the tick: Envoy accepts `done` only from a context whose `on_done` said
+        // to wait (and the SDK panics on its refusal), and a tick runs with no other context
+        // made current.
+        if self.draining && self.pending.is_empty() {
+            self.draining = false;
+            match self.host.done() {
+                Ok(()) => debug!("replaced configuration done: its mirrors are concluded"),
+                Err(e) => warn!("cannot finish the replaced configuration: {e}"),
+            }
+        }
+    }
+
+    fn conclude(&mut self, entry: Entry) {
+        let verdict = match (&entry.primary, &entry.canary) {
+            (_, Some(Err(failure))) => failure.clone(),
+            (Primary::Done { answer, .. }, Some(Ok(canary))) => {
+                compare::compare(&self.mirror.compare, answer, canary)
+            }
+            _ => Verdict::new(
+                Outcome::Skipped,
+                "the primary's response did not complete in time to compare",
+            ),
+        };
+        if let Primary::Done { duration_ms, .. } = entry.primary {
+            self.metrics
+                .primary_ms
+                .get(entry.class)
+                .record(&self.host, duration_ms);
+        }
+        self.count_result(entry.class, verdict.outcome);
+        let what = match verdict.outcome {
+            Outcome::Match => return,
+            Outcome::Skipped => {
+                debug!(
+                    "mirror skipped: {} {} class={}: {}",
+                    entry.method,
+                    entry.path,
+                    self.class_name(entry.class),
+                    verdict.detail
+                );
+                return;
+            }
+            Outcome::MirrorError | Outcome::MirrorTimeout => "mirror failed",
+            _ => "mirror mismatch",
+        };
+        let Some(suppressed) = self.log_limiter.allow(self.host.now_ms()) else {
+            return;
+        };
+        let suppressed = if suppressed > 0 {
+            format!(" ({suppressed} earlier lines suppressed)")
+        } else {
+            String::new()
+        };
+        info!(
+            "{what}: {} {} class={} result={}: {}{suppressed}",
+            entry.method,
+            entry.path,
+            self.class_name(entry.class),
+            verdict.outcome.as_str(),
+            verdict.detail
+        );
+    }
+
+    fn class_name(&self, class: ClassId) -> &str {
+        self.class_names.get(class).map_or("?", String::as_str)
+    }
+}
+
+impl<H: Host> Drop for MirrorSession<H> {
+    /// A configuration dropped with its share still in the gauge (its context deleted
+    /// without `on_done`) takes that share with it.
+    fn drop(&mut self) {
+        let reported = std::mem::take(&mut self.reported_pending);
+        self.move_gauge(reported.saturating_neg());
+    }
+}
+
+/// A request as its headers arrive.
+pub struct Request<'a> {
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub class: ClassId,
+    /// The ids the classifier just gave a first-time visitor.
+    pub assigned: &'a [(String, String)],
+    /// The class and features headers the copy gets (`None`: removed), as the primary's
+    /// request got them.
+    pub class_headers: &'a [(&'a str, Option<&'a [u8]>)],
+}
+
+/// Where one request is in mirroring. The stream context holds it and passes the session in
+/// on each callback; what it reads from the host comes in through the closures, called only
+/// when the state needs it.
+#[derive(Default)]
+pub struct StreamMirror {
+    state: StreamState,
+    /// The primary's response has begun, whatever the state.
+    response_started: bool,
+}
+
+/// The primary's response headers, and its body as the comparison keeps it so far.
+type Observed = (Vec<(String, Vec<u8>)>, BodyCapture);
+
+#[derive(Default)]
+enum StreamState {
+    #[default]
+    Off,
+    /// Copying the request body while it streams to the primary.
+    Copying(Job),
+    /// Handed to the session; `response` is filled as the primary's response streams by.
+    Submitted {
+        id: EntryId,
+        response: Option<Observed>,
+    },
+}
+
+impl StreamMirror {
+    /// Decides on the request headers and, for a candidate, starts copying it (and submits
+    /// it at once when it has no body, `end`). `draw` is the sample draw
+    /// ([`Mirror::decide`]).
+    pub fn start<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        request: Request,
+        draw: impl FnOnce() -> Option<u32>,
+        end: bool,
+    ) {
+        let Request {
+            headers,
+            class,
+            assigned,
+            class_headers,
+        } = request;
+        let mirror = session.config();
+        if let Err(decision) = mirror.decide(&headers, class, assigned, draw) {
+            session.count(class, decision);
+            return;
+        }
+        let value = |name: &str| {
+            headers
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice())
+                .unwrap_or_default()
+        };
+        let method = String::from_utf8_lossy(value(":method")).into_owned();
+        let path = printable_path(value(":path"));
+        let copy = match mirror.copy_headers(headers, class_headers) {
+            Ok(copy) => copy,
+            Err(decision) => {
+                session.count(class, decision);
+                return;
+            }
+        };
+        self.state = StreamState::Copying(Job {
+            class,
+            method,
+            path,
+            headers: copy,
+            body: Vec::new(),
+        });
+        if end {
+            self.submit(session);
+        }
+    }
+
+    /// A request body chunk of `len` bytes; `read` copies it out of the host.
+    pub fn request_body<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        len: usize,
+        read: impl FnOnce() -> Result<Vec<u8>, String>,
+        end: bool,
+    ) {
+        let StreamState::Copying(job) = &mut self.state else {
+            return;
+        };
+        if job.body.len().saturating_add(len) > session.config().max_body_bytes {
+            session.count(job.class, Decision::BodyTooLarge);
+            self.state = StreamState::Off;
+            return;
+        }
+        match read() {
+            Ok(chunk) => job.body.extend_from_slice(&chunk),
+            Err(e) => {
+                debug!("cannot read the request body: {e}; not mirrored");
+                session.count(job.class, Decision::DispatchFailed);
+                self.state = StreamState::Off;
+                return;
+            }
+        }
+        if end {
+            self.submit(session);
+        }
+    }
+
+    /// Trailers end the request; the copy is sent without them.
+    pub fn request_trailers<H: Host>(&mut self, session: &mut MirrorSession<H>) {
+        self.submit(session);
+    }
+
+    fn submit<H: Host>(&mut self, session: &mut MirrorSession<H>) {
+        let StreamState::Copying(job) = std::mem::take(&mut self.state) else {
+            return;
+        };
+        if let Some(id) = session.submit(job) {
+            self.state = StreamState::Submitted { id, response: None };
+            if self.response_started {
+                // The primary answered before the request was complete: its response went
+                // by unobserved, so there is nothing to compare the canary's with.
+                session.primary_answered(id, None);
+            }
+        }
+    }
+
+    /// The primary's response headers; `read` copies them out of the host.
+    pub fn response_headers<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        read: impl FnOnce() -> Result<Vec<(String, Vec<u8>)>, String>,
+        end: bool,
+    ) {
+        self.response_started = true;
+        let StreamState::Submitted { response, .. } = &mut self.state else {
+            return;
+        };
+        match read() {
+            Ok(headers) => {
+                *response = Some((headers, BodyCapture::new(&session.config().compare)));
+            }
+            Err(e) => debug!("cannot read response headers: {e}"),
+        }
+        if end {
+            self.primary_done(session, true);
+        }
+    }
+
+    /// A chunk of the primary's response body; `feed` gives it to the capture.
+    pub fn response_body<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        feed: impl FnOnce(&mut BodyCapture),
+        end: bool,
+    ) {
+        let StreamState::Submitted {
+            response: Some((_, capture)),
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        feed(capture);
+        if end {
+            self.primary_done(session, true);
+        }
+    }
+
+    pub fn response_trailers<H: Host>(&mut self, session: &mut MirrorSession<H>) {
+        self.primary_done(session, true);
+    }
+
+    /// The stream is over: still waiting here means the response never completed (reset,
+    /// client gone).
+    pub fn log<H: Host>(&mut self, session: &mut MirrorSession<H>) {
+        self.primary_done(session, false);
+    }
+
+    fn primary_done<H: Host>(&mut self, session: &mut MirrorSession<H>, complete: bool) {
+        let StreamState::Submitted { id, response } = std::mem::take(&mut self.state) else {
+            return;
+        };
+        let response = match (complete, response) {
+            (true, Some((headers, body))) => Some((headers, body.finish())),
+            _ => None,
+        };
+        session.primary_answered(id, response);
+    }
+}
+
+/// A path for a log line: without its query (which may carry tokens that do not belong in
+/// logs), lossy UTF-8, control characters escaped, cut at 200 characters.
+pub fn printable_path(path: &[u8]) -> String {
+    let end = path
+        .iter()
+        .position(|b| matches!(b, b'?' | b'#'))
+        .unwrap_or(path.len());
+    let text = String::from_utf8_lossy(path.get(..end).unwrap_or_default());
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i >= LOG_PATH_MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[cfg(target_arch = "wasm32")]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
+    use std::cell::{Cell, RefCell};
+    use std::collections::BTreeMap;
+    use std::rc::Rc;
+
+    use super::*;
+    use crate::metrics::tests::FakeMetrics;
+    use crate::metrics::Kind;
+
+    /// Test log lines go to the thread that wrote them, so parallel tests each see their own.
+    mod capture_log {
+        use std::cell::RefCell;
+        use std::sync::Once;
+
+        thread_local!(static LINES: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) });
+
+        struct Capture;
+
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record) {
+                let line = format!("{} {}", record.level(), record.args());
+                LINES.with(|l| l.borrow_mut().push(line));
+            }
+            fn flush(&self) {}
+        }
+
+        static CAPTURE: Capture = Capture;
+        static INSTALL: Once = Once::new();
+
+        /// Starts capturing on this thread; returns nothing captured before.
+        pub fn start() {
+            INSTALL.call_once(|| {
+                log::set_logger(&CAPTURE).unwrap();
+                log::set_max_level(log::LevelFilter::Trace);
+            });
+            LINES.with(|l| l.borrow_mut().clear());
+        }
+
+        /// The lines at `level` captured on this thread since `start`.
+        pub fn lines(level: log::Level) -> Vec<String> {
+            let prefix = format!("{level} ");
+            LINES.with(|l| {
+                l.borrow()
+                    .iter()
+                    .filter_map(|line| line.strip_prefix(&prefix).map(str::to_string))
+                    .collect()
+            })
+        }
+    }
+
+    type Dispatched = (String, Vec<(String, String)>, Option<Vec<u8>>, Duration);
+
+    #[derive(Default)]
+    struct Fake {
+        metrics: FakeMetrics,
+        now: Cell<u64>,
+        dispatched: RefCell<Vec<Dispatched>>,
+        refuse_dispatch: Cell<bool>,
+        wakes: Cell<u32>,
+        refuse_wake: Cell<bool>,
+        dones: Cell<u32>,
+    }
+
+    /// Callout tokens start here, so a test cannot pass by confusing tokens and indexes.
+    const FIRST_TOKEN: u32 = 100;
+
+    impl MetricHost for Rc<Fake> {
+        fn define_metric(&self, kind: Kind, name: &str) -> Result<u32, String> {
+            self.metrics.define_metric(kind, name)
+        }
+        fn increment_metric(&self, id: u32, delta: i64) -> Result<(), String> {
+            self.metrics.increment_metric(id, delta)
+        }
+        fn record_metric(&self, id: u32, value: u64) -> Result<(), String> {
+            self.metrics.record_metric(id, value)
+        }
+    }
+
+    impl Host for Rc<Fake> {
+        fn now_ms(&self) -> u64 {
+            self.now.get()
+        }
+        fn dispatch(
+            &self,
+            cluster: &str,
+            headers: &[(&str, &str)],
+            body: Option<&[u8]>,
+            timeout: Duration,
+        ) -> Result<u32, String> {
+            if self.refuse_dispatch.get() {
+                return Err("BadArgument".into());
+            }
+            let mut d = self.dispatched.borrow_mut();
+            d.push((
+                cluster.to_string(),
+                headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body.map(<[u8]>::to_vec),
+                timeout,
+            ));
+            Ok(FIRST_TOKEN + d.len() as u32 - 1)
+        }
+        fn wake(&self) -> Result<(), String> {
+            if self.refuse_wake.get() {
+                return Err("NotFound".into());
+            }
+            self.wakes.set(self.wakes.get() + 1);
+            Ok(())
+        }
+        fn done(&self) -> Result<(), String> {
+            self.dones.set(self.dones.get() + 1);
+            Ok(())
+        }
+    }
+
+    const TIMEOUT_MS: u64 = 1000;
+    const MAX_IN_FLIGHT: usize = 3;
+    /// `mirror.max_body_bytes`: the largest request body copied.
+    const MAX_BODY: usize = 8;
+    /// `compare.max_body_bytes`.
+    const COMPARE_LIMIT: usize = 16;
+    const CLASSES: [&str; 2] = ["stable", "beta"];
+    const BETA: ClassId = 1;
+
+    fn session() -> (Rc<Fake>, MirrorSession<Rc<Fake>>) {
+        let config = format!(
+            r#"{{"classification": {{"rules": [{{"class": "beta", "header": {{"name": "x-beta", "exact": "true"}}}}]}},
+                "mirror": {{"cluster": "canary", "timeout_ms": {TIMEOUT_MS}, "max_in_flight": {MAX_IN_FLIGHT}, "max_body_bytes": {MAX_BODY},
+                            "compare": {{"body": "json", "max_body_bytes": {COMPARE_LIMIT}}}}}}}"#
+        );
+        let mirror = crate::config::parse(config.as_bytes())
+            .unwrap()
+            .mirror
+            .unwrap();
+        let fake = Rc::new(Fake {
+            now: Cell::new(1_000_000),
+            ..Fake::default()
+        });
+        let names = CLASSES.iter().map(|c| c.to_string()).collect();
+        let s = MirrorSession::new(Rc::clone(&fake), mirror, names);
+        (fake, s)
+    }
+
+    fn job(body: &[u8]) -> Job {
+        Job {
+            class: BETA,
+            method: "GET".into(),
+            path: printable_path(b"/items?token=secret"),
+            headers: vec![
+                (":method".into(), "GET".into()),
+                (":path".into(), "/items?token=secret".into()),
+            ],
+            body: body.to_vec(),
+        }
+    }
+
+    /// A reply as the host holds it.
+    #[derive(Debug, Clone, Copy)]
+    struct Reply {
+        /// `None`: no headers at all (a reset).
+        status: Option<&'static str>,
+        /// The header Envoy's router puts on every answer that came from an upstream.
+        upstream: bool,
+        body: &'static [u8],
+    }
+
+    impl Reply {
+        fn headers(self) -> Vec<(String, Vec<u8>)> {
+            let mut h = Vec::new();
+            if let Some(status) = self.status {
+                h.push((":status".into(), status.as_bytes().to_vec()));
+            }
+            if self.upstream {
+                h.push(("x-envoy-upstream-service-time".into(), b"3".to_vec()));
+            }
+            h
+        }
+    }
+
+    const fn answer(status: &'static str, body: &'static [u8]) -> Reply {
+        Reply {
+            status: Some(status),
+            upstream: true,
+            body,
+        }
+    }
+    const OK: Reply = answer("200", br#"{"a": 1}"#);
+    const RESET: Reply = Reply {
+        status: None,
+        upstream: false,
+        body: b"",
+    };
+    const fn stand_in(status: &'static str) -> Reply {
+        Reply {
+            status: Some(status),
+            upstream: false,
+            body: b"upstream connect error",
+        }
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        /// Submits a copy of a complete request of class `beta`; `false`: expected refused.
+        Submit(bool),
+        /// The root context is woken.
+        Ready,
+        /// The reply to the nth callout dispatched.
+        Canary(usize, Reply),
+        /// The nth submitted mirror's primary answered completely.
+        Primary(usize, Reply),
+        /// The nth submitted mirror's primary will not complete.
+        PrimaryIncomplete(usize),
+        Later(u64),
+        Tick,
+        /// The host is done with the configuration; whether the session is finished at once.
+        Retire(bool),
+        RefuseWake(bool),
+        RefuseDispatch(bool),
+        Wakes(u32),
+        Dispatches(usize),
+        Pending(usize),
+        Dones(u32),
+        /// The pending gauge.
+        Gauge(i64),
+    }
+    use Step::*;
+
+    /// A counter of class `beta` at the end of a case.
+    #[derive(Debug, Clone, Copy)]
+    enum Count {
+        D(Decision),
+        R(Outcome),
+    }
+    use Count::{D, R};
+
+    fn stat(c: Count) -> String {
+        match c {
+            D(d) => MIRROR_TOTAL.stat_name(["canary", "beta", d.as_str()]),
+            R(o) => COMPARISONS_TOTAL.stat_name(["canary", "beta", o.as_str()]),
+        }
+    }
+
+    fn run(fake: &Rc<Fake>, s: &mut MirrorSession<Rc<Fake>>, steps: &[Step], case: &str) {
+        let mut ids = Vec::new();
+        for (i, step) in steps.iter().enumerate() {
+            let at = format!("{case}, step {i} {step:?}");
+            match *step {
+                Submit(accepted) => {
+                    let id = s.submit(job(b"q"));
+                    assert_eq!(id.is_some(), accepted, "{at}");
+                    ids.extend(id);
+                }
+                Ready => s.on_queue_ready(),
+                Canary(n, reply) => s.on_canary_reply(
+                    FIRST_TOKEN + n as u32,
+                    || reply.headers(),
+                    |c| c.push(reply.body),
+                ),
+                Primary(n, reply) => {
+                    let mut capture = BodyCapture::new(&s.config().compare);
+                    capture.push(reply.body);
+                    s.primary_answered(ids[n], Some((reply.headers(), capture.finish())));
+                }
+                PrimaryIncomplete(n) => s.primary_answered(ids[n], None),
+                Later(ms) => fake.now.set(fake.now.get() + ms),
+                Tick => s.on_tick(),
+                Retire(finished) => assert_eq!(s.on_done(), finished, "{at}"),
+                RefuseWake(r) => fake.refuse_wake.set(r),
+                RefuseDispatch(r) => fake.refuse_dispatch.set(r),
+                Wakes(n) => assert_eq!(fake.wakes.get(), n, "{at}"),
+                Dispatches(n) => assert_eq!(fake.dispatched.borrow().len(), n, "{at}"),
+                Pending(n) => assert_eq!(s.pending(), n, "{at}"),
+                Dones(n) => assert_eq!(fake.dones.get(), n, "{at}"),
+                Gauge(v) => assert_eq!(
+                    fake.metrics.value(&MIRRORS_PENDING.stat_name(["canary"])),
+                    Some(v),
+                    "{at}"
+                ),
+            }
+        }
+    }
+
+    /// Name, steps, and the counters of class `beta` that are not 0 at the end.
+    type Case<T> = (&'static str, Vec<T>, Vec<(Count, i64)>);
+
+    #[test]
+    fn every_ordering_is_counted_once() {
+        use Decision::*;
+        use Outcome::*;
+        let t = TIMEOUT_MS;
+        #[rustfmt::skip]
+        let cases: Vec<Case<Step>> = vec![
+            ("primary first", vec![Submit(true), Ready, Primary(0, OK), Pending(1), Canary(0, OK), Pending(0)],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("canary first", vec![Submit(true), Ready, Canary(0, OK), Pending(1), Primary(0, OK), Pending(0)],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("status differs", vec![Submit(true), Ready, Primary(0, OK), Canary(0, answer("500", b"{}"))],
+                vec![(D(Mirrored), 1), (R(StatusMismatch), 1)]),
+            ("body differs", vec![Submit(true), Ready, Canary(0, answer("200", br#"{"a": 2}"#)), Primary(0, OK)],
+                vec![(D(Mirrored), 1), (R(BodyMismatch), 1)]),
+            ("body over compare.max_body_bytes", vec![Submit(true), Ready, Primary(0, answer("200", &[b' '; COMPARE_LIMIT + 1])), Canary(0, OK)],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("canary times out: the tick decides", vec![Submit(true), Ready, Primary(0, OK), Later(t - 1), Tick, Pending(1), Later(1), Tick, Pending(0),
+                    // Envoy's own timeout reply, after the tick: nothing left to count.
+                    Canary(0, stand_in("504"))],
+                vec![(D(Mirrored), 1), (R(MirrorTimeout), 1)]),
+            ("canary times out before dispatch", vec![Submit(true), Later(t), Tick, Ready, Dispatches(0)],
+                vec![(R(MirrorTimeout), 1)]),
+            ("primary never completes: the tick decides", vec![Submit(true), Ready, Canary(0, OK), Later(t), Tick, Pending(0),
+                    Primary(0, OK)],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("primary incomplete, then the canary", vec![Submit(true), Ready, PrimaryIncomplete(0), Pending(1), Canary(0, OK)],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("canary, then primary incomplete", vec![Submit(true), Ready, Canary(0, OK), PrimaryIncomplete(0), Pending(0)],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("primary answers once", vec![Submit(true), Ready, Primary(0, OK), PrimaryIncomplete(0), Canary(0, OK)],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("canary reset", vec![Submit(true), Ready, Later(10), Canary(0, RESET), Primary(0, OK)],
+                vec![(D(Mirrored), 1), (R(MirrorError), 1)]),
+            ("canary reset at the timeout: Envoy's timeout after the headers", vec![Submit(true), Ready, Later(t), Canary(0, RESET), Primary(0, OK)],
+                vec![(D(Mirrored), 1), (R(MirrorTimeout), 1)]),
+            ("Envoy's 503 stand-in", vec![Submit(true), Ready, Primary(0, OK), Canary(0, stand_in("503"))],
+                vec![(D(Mirrored), 1), (R(MirrorError), 1)]),
+            ("Envoy's 504 stand-in", vec![Submit(true), Ready, Primary(0, OK), Canary(0, stand_in("504"))],
+                vec![(D(Mirrored), 1), (R(MirrorTimeout), 1)]),
+            ("the canary's own 503 is an answer", vec![Submit(true), Ready, Primary(0, answer("503", b"")), Canary(0, answer("503", b""))],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("a reply to no callout", vec![Submit(true), Ready, Canary(5, OK), Pending(1)],
+                vec![(D(Mirrored), 1)]),
+            ("overloaded, then a freed slot", vec![Submit(true), Submit(true), Submit(true), Submit(false), Pending(MAX_IN_FLIGHT), Ready, Dispatches(3),
+                    Canary(1, OK), Primary(1, OK), Pending(2), Submit(true), Ready, Dispatches(4)],
+                vec![(D(Mirrored), 4), (D(Overloaded), 1), (R(Match), 1)]),
+            ("dispatch refused", vec![RefuseDispatch(true), Submit(true), Ready, Pending(1), Primary(0, OK), Pending(0)],
+                vec![(D(DispatchFailed), 1), (R(MirrorError), 1)]),
+            ("wake batching: one wake per burst", vec![Submit(true), Submit(true), Submit(true), Wakes(1), Dispatches(0), Ready, Dispatches(3),
+                    Ready, Dispatches(3), Canary(0, OK), Primary(0, OK), Submit(true), Wakes(2), Ready, Dispatches(4)],
+                vec![(D(Mirrored), 4), (R(Match), 1)]),
+            ("wake refused", vec![RefuseWake(true), Submit(false), Pending(0), RefuseWake(false), Submit(true), Wakes(1), Ready, Dispatches(1)],
+                vec![(D(DispatchFailed), 1), (R(MirrorError), 1), (D(Mirrored), 1)]),
+            ("gauge moves once a tick", vec![Submit(true), Submit(true), Gauge(0), Tick, Gauge(2), Ready, Canary(0, OK), Primary(0, OK), Gauge(2), Tick, Gauge(1)],
+                vec![(D(Mirrored), 2), (R(Match), 1)]),
+            ("retired with nothing pending", vec![Submit(true), Ready, Canary(0, OK), Primary(0, OK), Tick, Retire(true), Tick, Dones(0)],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("retired with mirrors pending: drained", vec![Submit(true), Submit(true), Ready, Tick, Gauge(2), Retire(false), Gauge(0),
+                    Canary(0, OK), Primary(0, OK), Tick, Dones(0), Gauge(0),
+                    Primary(1, OK), Later(t), Tick, Dones(1), Tick, Dones(1)],
+                vec![(D(Mirrored), 2), (R(Match), 1), (R(MirrorTimeout), 1)]),
+        ];
+        for (case, steps, want) in cases {
+            let (fake, mut s) = session();
+            run(&fake, &mut s, &steps, case);
+            let want: BTreeMap<String, i64> = want.into_iter().map(|(c, v)| (stat(c), v)).collect();
+            let mut got = fake.metrics.nonzero();
+            got.remove(&MIRRORS_PENDING.stat_name(["canary"]));
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    #[test]
+    fn dispatch_sends_the_copy_to_the_cluster() {
+        let (fake, mut s) = session();
+        assert!(s.submit(job(b"")).is_some());
+        assert!(s.submit(job(b"{}")).is_some());
+        s.on_queue_ready();
+        let headers = vec![
+            (":method".to_string(), "GET".to_string()),
+            (":path".to_string(), "/items?token=secret".to_string()),
+        ];
+        let timeout = Duration::from_millis(TIMEOUT_MS);
+        assert_eq!(
+            *fake.dispatched.borrow(),
+            [
+                ("canary".to_string(), headers.clone(), None, timeout),
+                ("canary".to_string(), headers, Some(b"{}".to_vec()), timeout),
+            ]
+        );
+        assert_eq!(s.tick_period(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn durations_are_recorded() {
+        let (fake, mut s) = session();
+        run(
+            &fake,
+            &mut s,
+            &[
+                Submit(true),
+                Later(5),
+                Ready,
+                Later(20),
+                Canary(0, OK),
+                Later(10),
+                Primary(0, OK),
+                // A second mirror whose canary fails: no canary duration for it.
+                Submit(true),
+                Ready,
+                Later(7),
+                Primary(1, OK),
+                Canary(1, RESET),
+            ],
+            "durations",
+        );
+        let beta = ["canary", "beta"];
+        assert_eq!(
+            fake.metrics.records(&PRIMARY_DURATION_MS.stat_name(beta)),
+            [35, 7]
+        );
+        assert_eq!(
+            fake.metrics.records(&MIRROR_DURATION_MS.stat_name(beta)),
+            [20]
+        );
+    }
+
+    #[test]
+    fn every_series_is_defined_at_the_start() {
+        let (fake, s) = session();
+        let per_class = Decision::ALL.len() + Outcome::ALL.len() + 2;
+        let defined = fake.metrics.defined();
+        assert_eq!(defined.len(), CLASSES.len() * per_class + 1);
+        assert!(defined.contains(&(
+            Kind::Counter,
+            MIRROR_TOTAL.stat_name(["canary", "stable", "header_not_utf8"])
+        )));
+        assert!(defined.contains(&(Kind::Gauge, MIRRORS_PENDING.stat_name(["canary"]))));
+        // A class the session does not know counts nowhere, and does not fail.
+        s.count(7, Decision::Mirrored);
+        assert!(fake.metrics.nonzero().is_empty());
+    }
+
+    #[test]
+    fn drop_takes_the_share_back_from_the_gauge() {
+        let gauge = MIRRORS_PENDING.stat_name(["canary"]);
+        // Dropped with its share in the gauge; and dropped after `on_done` took it already.
+        for retire in [false, true] {
+            let (fake, mut s) = session();
+            run(
+                &fake,
+                &mut s,
+                &[Submit(true), Submit(true), Tick, Gauge(2)],
+                "drop",
+            );
+            if retire {
+                assert!(!s.on_done());
+            }
+            drop(s);
+            assert_eq!(
+                fake.metrics.value(&gauge),
+                Some(0),
+                "retired first: {retire}"
+            );
+        }
+    }
+
+    #[test]
+    fn mismatch_lines_are_rate_limited() {
+        capture_log::start();
+        let (fake, mut s) = session();
+        let mismatch = [
+            Submit(true),
+            Ready,
+            Primary(0, OK),
+            Canary(0, answer("500", b"")),
+        ];
+        let line =
+            "mirror mismatch: GET /items class=beta result=status_mismatch: status 200 vs 500";
+        for _ in 0..LOG_BURST + 2 {
+            fake.dispatched.borrow_mut().clear();
+            run(&fake, &mut s, &mismatch, "mismatch");
+        }
+        fake.now.set(fake.now.get() + 1000);
+        fake.dispatched.borrow_mut().clear();
+        run(&fake, &mut s, &mismatch, "after a second");
+        let mut want = vec![line.to_string(); LOG_BURST as usize];
+        want.push(format!("{line} (2 earlier lines suppressed)"));
+        assert_eq!(capture_log::lines(log::Level::Info), want);
+        assert_eq!(
+            fake.metrics.value(&stat(R(Outcome::StatusMismatch))),
+            Some(i64::from(LOG_BURST) + 3)
+        );
+    }
+
+    #[test]
+    fn failures_are_logged_and_skips_at_debug() {
+        capture_log::start();
+        let (fake, mut s) = session();
+        fake.refuse_dispatch.set(true);
+        run(
+            &fake,
+            &mut s,
+            &[Submit(true), Ready, Primary(0, OK)],
+            "refused",
+        );
+        fake.refuse_dispatch.set(false);
+        run(
+            &fake,
+            &mut s,
+            &[Submit(true), Ready, Canary(0, OK), PrimaryIncomplete(0)],
+            "incomplete",
+        );
+        fake.refuse_wake.set(true);
+        run(&fake, &mut s, &[Submit(false)], "no wake");
+        assert_eq!(
+            capture_log::lines(log::Level::Info),
+            ["mirror failed: GET /items class=beta result=mirror_error: Envoy refused the callout to cluster \"canary\" (BadArgument); is the cluster defined?"]
+        );
+        assert_eq!(
+            capture_log::lines(log::Level::Warn),
+            ["cannot queue a mirror: NotFound"]
+        );
+        assert_eq!(
+            capture_log::lines(log::Level::Debug),
+            ["mirror skipped: GET /items class=beta: the primary's response did not complete in time to compare"]
+        );
+    }
+
+    #[test]
+    fn printable_paths() {
+        let long = "a".repeat(LOG_PATH_MAX + 1);
+        #[rustfmt::skip]
+        let cases: [(&[u8], String); 5] = [
+            (b"/items?token=secret", "/items".into()),
+            (b"/a#frag", "/a".into()),
+            (b"/a\nb\x7f", "/a\\nb\\u{7f}".into()),
+            (b"/\xff", "/\u{fffd}".into()),
+            (long.as_bytes(), format!("{}…", "a".repeat(LOG_PATH_MAX))),
+        ];
+        for (path, want) in cases {
+            assert_eq!(printable_path(path), want, "{path:?}");
+        }
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum On {
+        /// Request headers of a request with this method (`x-mirror: 1` too when `marked`);
+        /// `end`: it has no body.
+        Start {
+            method: &'static str,
+            marked: bool,
+            end: bool,
+        },
+        Body(&'static [u8], bool),
+        BodyUnreadable,
+        RequestTrailers,
+        ResponseHeaders(Reply, bool),
+        ResponseHeadersUnreadable,
+        ResponseBody(&'static [u8], bool),
+        ResponseTrailers,
+        Log,
+        /// The session's side, as in [`Step`].
+        S(Step),
+        /// The body of the last copy dispatched.
+        Sent(Option<&'static [u8]>),
+    }
+
+    const fn get(end: bool) -> On {
+        On::Start {
+            method: "GET",
+            marked: false,
+            end,
+        }
+    }
+    const fn put() -> On {
+        On::Start {
+            method: "PUT",
+            marked: false,
+            end: false,
+        }
+    }
+
+    #[test]
+    fn a_stream_from_request_headers_to_log() {
+        use Decision::*;
+        use On::*;
+        use Outcome::*;
+        let canary = S(Step::Canary(0, OK));
+        let ready = S(Step::Ready);
+        #[rustfmt::skip]
+        let cases: Vec<Case<On>> = vec![
+            ("GET, primary first", vec![get(true), ready, ResponseHeaders(OK, false), ResponseBody(OK.body, true), S(Step::Pending(1)), canary],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("the response ends with trailers", vec![get(true), ready, canary, ResponseHeaders(OK, false), ResponseBody(OK.body, false), S(Step::Pending(1)), ResponseTrailers, Log],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("a response without a body", vec![get(true), ready, canary, ResponseHeaders(answer("200", b""), true), S(Step::Pending(0))],
+                vec![(D(Mirrored), 1), (R(BodyMismatch), 1)]),
+            ("not idempotent", vec![Start { method: "POST", marked: false, end: true }, ready, S(Step::Dispatches(0))],
+                vec![(D(NotIdempotent), 1)]),
+            ("a mirror is not mirrored again", vec![Start { method: "GET", marked: true, end: true }, S(Step::Wakes(0))],
+                vec![(D(IsMirror), 1)]),
+            ("the body is copied", vec![put(), Body(b"abc", false), S(Step::Wakes(0)), Body(b"defgh", true), ready, Sent(Some(b"abcdefgh"))],
+                vec![(D(Mirrored), 1)]),
+            ("trailers end the request", vec![put(), Body(b"ab", false), RequestTrailers, ready, Sent(Some(b"ab"))],
+                vec![(D(Mirrored), 1)]),
+            ("body over mirror.max_body_bytes", vec![put(), Body(b"abc", false), Body(b"defghi", false), Body(b"j", true), ready, S(Step::Dispatches(0))],
+                vec![(D(BodyTooLarge), 1)]),
+            ("body unreadable", vec![put(), BodyUnreadable, Body(b"j", true), ready, S(Step::Dispatches(0))],
+                vec![(D(DispatchFailed), 1)]),
+            ("the primary answers before the request is complete", vec![put(), ResponseHeaders(OK, false), Body(b"x", true), ready,
+                    S(Step::Pending(1)), ResponseBody(OK.body, true), canary, S(Step::Pending(0))],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("response headers unreadable", vec![get(true), ready, ResponseHeadersUnreadable, ResponseBody(OK.body, true), canary, S(Step::Pending(1)), Log],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("client gone", vec![get(true), ready, ResponseHeaders(OK, false), Log, ResponseBody(OK.body, true), canary],
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("request never complete: nothing submitted", vec![put(), Body(b"x", false), ResponseHeaders(OK, true), Log, S(Step::Wakes(0))],
+                vec![]),
+        ];
+        for (case, steps, want) in cases {
+            let (fake, mut s) = session();
+            let mut stream = StreamMirror::default();
+            for (i, step) in steps.iter().enumerate() {
+                let at = format!("{case}, step {i} {step:?}");
+                match *step {
+                    Start {
+                        method,
+                        marked,
+                        end,
+                    } => {
+                        let mut headers = vec![
+                            (":method".to_string(), method.as_bytes().to_vec()),
+                            (":path".to_string(), b"/items".to_vec()),
+                        ];
+                        if marked {
+                            headers.push(("x-mirror".to_string(), b"1".to_vec()));
+                        }
+                        let request = Request {
+                            headers,
+                            class: BETA,
+                            assigned: &[],
+                            class_headers: &[("x-user-class", Some(b"beta"))],
+                        };
+                        stream.start(&mut s, request, || Some(0), end);
+                    }
+                    Body(chunk, end) => {
+                        stream.request_body(&mut s, chunk.len(), || Ok(chunk.to_vec()), end)
+                    }
+                    BodyUnreadable => {
+                        stream.request_body(&mut s, 1, || Err("NotFound".into()), false)
+                    }
+                    RequestTrailers => stream.request_trailers(&mut s),
+                    ResponseHeaders(reply, end) => {
+                        stream.response_headers(&mut s, || Ok(reply.headers()), end)
+                    }
+                    ResponseHeadersUnreadable => {
+                        stream.response_headers(&mut s, || Err("NotFound".into()), false)
+                    }
+                    ResponseBody(chunk, end) => {
+                        stream.response_body(&mut s, |c| c.push(chunk), end)
+                    }
+                    ResponseTrailers => stream.response_trailers(&mut s),
+                    Log => stream.log(&mut s),
+                    S(step) => run(&fake, &mut s, &[step], &at),
+                    Sent(body) => {
+                        let d = fake.dispatched.borrow();
+                        assert_eq!(d.last().map(|d| d.2.as_deref()), Some(body), "{at}");
+                        assert!(
+                            d.last()
+                                .unwrap()
+                                .1
+                                .contains(&("x-user-class".into(), "beta".into())),
+                            "{at}"
+                        );
+                    }
+                }
+            }
+            let want: BTreeMap<String, i64> = want.into_iter().map(|(c, v)| (stat(c), v)).collect();
+            let mut got = fake.metrics.nonzero();
+            got.remove(&MIRRORS_PENDING.stat_name(["canary"]));
+            assert_eq!(got, want, "{case}");
+        }
+    }
+}
