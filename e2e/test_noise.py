@@ -142,9 +142,10 @@ class Setup:
 
 @pytest.fixture
 def noisy(envoy):
-    """`noisy(variant="same", baseline=True, *, mirror={}, **envoy_kw)` starts primary,
-    baseline and canary noisy services (baseline: True for one, False for none, or an
-    Upstream / a port to use instead) and an Envoy whose plugin config is `plugin_config`."""
+    """`noisy(variant="same", baseline=True, mirror=None, **envoy_kw)` starts the primary,
+    baseline and canary noisy services (`baseline`: True for one, False for none in the config,
+    or an Upstream or a port to use instead) and an Envoy whose plugin config is
+    `plugin_config(**mirror)`; returns the Setup, with one connection per worker."""
     started: list[harness.Upstream] = []
 
     def make(variant: str = "same", baseline=True, mirror: dict | None = None, **envoy_kw) -> Setup:
