@@ -1,18 +1,29 @@
-//! Comparing the canary's answer with the primary's: status, chosen headers, body.
+//! Comparing two answers to the same request: status, chosen headers, body.
 //!
 //! Each side is reduced while it streams to what the comparison needs ([`Answer`]): the
 //! status, the values of `compare.headers`, and the body as its length and XXH64 digest
 //! (`bytes`) or as bytes kept up to `compare.max_body_bytes` (`json`). So nothing bigger than
-//! the limit is ever held, and in `bytes` mode not even that.
+//! the limit is ever held, and in `bytes` mode not even that, unless the answer is gzip or
+//! deflate encoded: then its bytes are kept up to the limit and decoded (src/decode.rs, its
+//! output bounded by the same limit) before they are digested or parsed, so two servers that
+//! compress alike content differently still agree.
+//!
+//! [`differences`] lists every element on which two answers differ (status, a header, a JSON
+//! pointer, the body), in the order a person debugging would look: status, headers, body. The
+//! mirror session judges the canary on that list, against the primary or, with a baseline,
+//! against the baseline with the noise learned between primary and baseline set aside.
 //!
 //! XXH64, not SHA-256: the digest only tells two honest answers apart, and a 64-bit digest
 //! of equal-length bodies collides by accident once in 2^64 comparisons. SHA-256 in Wasm
 //! cost about 10 µs per KiB of body on every mirrored request.
 
-use xxhash_rust::xxh64::Xxh64;
+use xxhash_rust::xxh64::{xxh64, Xxh64};
 
+use crate::decode;
+use crate::endpoint::Templates;
 use crate::json_diff::{self, IgnorePattern};
 use crate::label::label_enum;
+use crate::noise::{self, header_element};
 
 /// `compare.body` in the config, by these names in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -23,6 +34,16 @@ pub enum BodyMode {
     None,
 }
 
+impl BodyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyMode::Bytes => "bytes",
+            BodyMode::Json => "json",
+            BodyMode::None => "none",
+        }
+    }
+}
+
 /// The compiled `mirror.compare` section.
 #[derive(Debug, Clone)]
 pub struct CompareSpec {
@@ -31,12 +52,37 @@ pub struct CompareSpec {
     pub body: BodyMode,
     pub ignore: Vec<IgnorePattern>,
     pub max_body_bytes: usize,
+    /// `compare.endpoints`: the names differences are counted and noise is learned under.
+    pub endpoints: Templates,
+}
+
+impl CompareSpec {
+    /// What decides which elements two answers differ on, and under which endpoint: noise
+    /// learned under other settings means something else, so it is dropped when this changes.
+    pub fn fingerprint(&self) -> u64 {
+        let limit = self.max_body_bytes.to_le_bytes();
+        let mut parts: Vec<&[u8]> = vec![b"body", self.body.as_str().as_bytes(), b"limit", &limit];
+        parts.push(b"headers");
+        parts.extend(self.headers.iter().map(String::as_bytes));
+        parts.push(b"ignore");
+        parts.extend(self.ignore.iter().map(|p| p.as_str().as_bytes()));
+        parts.push(b"endpoints");
+        let endpoints = self.endpoints.describe();
+        for (name, path) in &endpoints {
+            parts.push(name.as_bytes());
+            parts.push(path.as_bytes());
+        }
+        noise::fingerprint(&parts)
+    }
 }
 
 label_enum! {
     /// The `result` label of `progressive_delivery_comparisons_total`.
     pub enum Outcome {
         Match = "match",
+        /// With a baseline: the canary differed from it only where two healthy instances of
+        /// the primary's version differ too.
+        Noise = "noise",
         StatusMismatch = "status_mismatch",
         HeaderMismatch = "header_mismatch",
         BodyMismatch = "body_mismatch",
@@ -76,6 +122,8 @@ pub enum Body {
     Kept(Vec<u8>),
     /// `compare.body` is `none`.
     Ignored,
+    /// Its `content-encoding` could not be undone: why.
+    Undecodable(String),
 }
 
 /// Reduces a body to a [`Body`] chunk by chunk.
@@ -83,17 +131,29 @@ pub struct BodyCapture {
     mode: BodyMode,
     limit: usize,
     len: usize,
+    /// Digesting as it streams; `None` when the bytes are kept instead.
     hasher: Option<Xxh64>,
     kept: Vec<u8>,
 }
 
 impl BodyCapture {
+    /// For a body sent as it is (no `content-encoding`).
     pub fn new(spec: &CompareSpec) -> Self {
+        Self::with_encoding(spec, false)
+    }
+
+    /// For the body of a response with these headers: an encoded body is kept, even in
+    /// `bytes` mode, so [`Answer::from_headers`] can decode it first.
+    pub fn for_headers(spec: &CompareSpec, headers: &[(String, Vec<u8>)]) -> Self {
+        Self::with_encoding(spec, !content_encoding(headers).is_empty())
+    }
+
+    fn with_encoding(spec: &CompareSpec, encoded: bool) -> Self {
         BodyCapture {
             mode: spec.body,
             limit: spec.max_body_bytes,
             len: 0,
-            hasher: (spec.body == BodyMode::Bytes).then(|| Xxh64::new(0)),
+            hasher: (spec.body == BodyMode::Bytes && !encoded).then(|| Xxh64::new(0)),
             kept: Vec::new(),
         }
     }
@@ -120,14 +180,10 @@ impl BodyCapture {
             self.kept = Vec::new();
             return;
         }
-        match self.mode {
-            BodyMode::Bytes => {
-                if let Some(h) = &mut self.hasher {
-                    h.update(chunk);
-                }
-            }
-            BodyMode::Json => self.kept.extend_from_slice(chunk),
-            BodyMode::None => {}
+        match (self.mode, &mut self.hasher) {
+            (BodyMode::None, _) => {}
+            (_, Some(h)) => h.update(chunk),
+            (_, None) => self.kept.extend_from_slice(chunk),
         }
     }
 
@@ -138,46 +194,71 @@ impl BodyCapture {
         if self.len > self.limit {
             return Body::TooLarge { len: self.len };
         }
-        match (self.mode, self.hasher) {
-            (BodyMode::Bytes, Some(h)) => Body::Digest {
+        match self.hasher {
+            Some(h) => Body::Digest {
                 len: self.len,
                 xxh64: h.digest(),
             },
-            _ => Body::Kept(self.kept),
+            None => Body::Kept(self.kept),
         }
     }
 }
 
-/// One side's answer.
+/// One side's answer, its body decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Answer {
     pub status: u16,
     /// Values of `compare.headers`, index-aligned; several values joined with `, `.
     pub headers: Vec<Option<Vec<u8>>>,
-    /// Lowercase `content-encoding`, empty for none or `identity`.
-    pub content_encoding: Vec<u8>,
     pub body: Body,
 }
 
 impl Answer {
-    /// Picks what the comparison needs out of a response's headers. A missing or
-    /// unparsable `:status` is 0, which differs from any real status.
+    /// Picks what the comparison needs out of a response's headers, and decodes a body its
+    /// `content-encoding` says is encoded. A missing or unparsable `:status` is 0, which
+    /// differs from any real status.
     pub fn from_headers(spec: &CompareSpec, headers: &[(String, Vec<u8>)], body: Body) -> Answer {
         let status = header(headers, ":status")
             .and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok())
             .unwrap_or(0);
-        let mut content_encoding = header(headers, "content-encoding")
-            .unwrap_or_default()
-            .to_ascii_lowercase();
-        if content_encoding == b"identity" {
-            content_encoding.clear();
-        }
+        let encoding = content_encoding(headers);
+        let body = match body {
+            Body::Kept(raw) if !encoding.is_empty() => {
+                match decode::decode(&encoding, &raw, spec.max_body_bytes) {
+                    Ok(decoded) if spec.body == BodyMode::Bytes => Body::Digest {
+                        len: decoded.len(),
+                        xxh64: xxh64(&decoded, 0),
+                    },
+                    Ok(decoded) => Body::Kept(decoded.into_owned()),
+                    Err(e) => Body::Undecodable(e.to_string()),
+                }
+            }
+            // Digested as it streamed (a capture made without the headers): the content is
+            // not known. An empty body tells a coding decoded here from one that is not.
+            Body::Digest { .. } if !encoding.is_empty() => {
+                Body::Undecodable(match decode::decode(&encoding, &[], 0) {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "the encoded body was digested before it could be decoded".into(),
+                })
+            }
+            other => other,
+        };
         Answer {
             status,
             headers: spec.headers.iter().map(|n| header(headers, n)).collect(),
-            content_encoding,
             body,
         }
+    }
+}
+
+/// `content-encoding`, empty for none or `identity`.
+fn content_encoding(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let value = header(headers, "content-encoding").unwrap_or_default();
+    let trimmed = value.trim_ascii();
+    if trimmed.eq_ignore_ascii_case(b"identity") {
+        Vec::new()
+    } else {
+        trimmed.to_vec()
     }
 }
 
@@ -192,16 +273,17 @@ fn header(headers: &[(String, Vec<u8>)], name: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Envoy answers a callout that never reached the canary itself: a reset gives no headers at
+/// Envoy answers a callout that never reached its cluster itself: a reset gives no headers at
 /// all, a refused connection a 503 and the callout's own timeout a 504, both without the
 /// `x-envoy-upstream-service-time` header its router puts on every real upstream answer.
-/// Those are mirror failures, not the canary's answer.
+/// Those are failures of the copy, not `side`'s answer (`side`: "canary" or "baseline").
 ///
-/// A reset is also what Envoy sends when its timeout fires after the canary's headers came
-/// but before its body finished: no 504 then, since the headers were already taken. A reset
-/// at the timeout (`elapsed_ms` since dispatch, measured a little after Envoy started its own
-/// timer, hence the slack) is that timeout, not the canary breaking the connection.
-pub fn canary_failure(
+/// A reset is also what Envoy sends when its timeout fires after the headers came but before
+/// the body finished: no 504 then, since the headers were already taken. A reset at the
+/// timeout (`elapsed_ms` since dispatch, measured a little after Envoy started its own
+/// timer, hence the slack) is that timeout, not the upstream breaking the connection.
+pub fn callout_failure(
+    side: &str,
     headers: &[(String, Vec<u8>)],
     elapsed_ms: u64,
     timeout_ms: u32,
@@ -213,10 +295,10 @@ pub fn canary_failure(
             if elapsed_ms.saturating_add(TIMER_SLACK_MS) >= u64::from(timeout_ms) {
                 Verdict::new(
                     Outcome::MirrorTimeout,
-                    "the canary's answer did not complete within mirror.timeout_ms",
+                    format!("the {side}'s answer did not complete within mirror.timeout_ms"),
                 )
             } else {
-                Verdict::new(Outcome::MirrorError, "the canary reset the stream")
+                Verdict::new(Outcome::MirrorError, format!("the {side} reset the stream"))
             },
         );
     }
@@ -232,107 +314,162 @@ pub fn canary_failure(
         other => Verdict::new(
             Outcome::MirrorError,
             format!(
-                "no answer from the canary (Envoy replied {})",
+                "no answer from the {side} (Envoy replied {})",
                 String::from_utf8_lossy(other)
             ),
         ),
     })
 }
 
+/// The canary's callout failure, as [`callout_failure`].
+pub fn canary_failure(
+    headers: &[(String, Vec<u8>)],
+    elapsed_ms: u64,
+    timeout_ms: u32,
+) -> Option<Verdict> {
+    callout_failure("canary", headers, elapsed_ms, timeout_ms)
+}
+
+/// Elements listed per comparison at most: as many as the noise learner takes from one
+/// observation, and a bound on the metric updates one comparison makes.
+pub const MAX_DIFFERENCES: usize = 32;
+
+/// One element on which two answers differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diff {
+    /// [`noise::STATUS`], [`header_element`], a JSON pointer with array indices as `*`, or
+    /// [`noise::BODY`] for a body compared as bytes.
+    pub element: String,
+    /// What a mismatch on it is: `status_mismatch`, `header_mismatch` or `body_mismatch`.
+    pub outcome: Outcome,
+    /// For the log line: the element and both values.
+    pub detail: String,
+}
+
+/// Every element two answers differ on, in comparison order, at most [`MAX_DIFFERENCES`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Differences {
+    pub list: Vec<Diff>,
+    /// The bodies were not compared, and why (over the limit, not decodable): what the list
+    /// says of them is unknown.
+    pub body_skipped: Option<String>,
+}
+
+impl Differences {
+    /// The two-way verdict: the first difference, else skipped when the bodies were not
+    /// compared, else a match.
+    pub fn verdict(&self) -> Verdict {
+        match (self.list.first(), &self.body_skipped) {
+            (Some(d), _) => Verdict::new(d.outcome, d.detail.clone()),
+            (None, Some(why)) => Verdict::new(Outcome::Skipped, why.clone()),
+            (None, None) => Verdict::new(Outcome::Match, ""),
+        }
+    }
+
+    pub fn elements(&self) -> Vec<&str> {
+        self.list.iter().map(|d| d.element.as_str()).collect()
+    }
+
+    fn push(&mut self, element: String, outcome: Outcome, detail: String) {
+        if self.list.len() < MAX_DIFFERENCES {
+            self.list.push(Diff {
+                element,
+                outcome,
+                detail,
+            });
+        }
+    }
+
+    fn room(&self) -> usize {
+        MAX_DIFFERENCES.saturating_sub(self.list.len())
+    }
+}
+
 /// Compares in the order a person debugging would: status, then headers, then the body.
 pub fn compare(spec: &CompareSpec, primary: &Answer, canary: &Answer) -> Verdict {
-    if primary.status != canary.status {
-        return Verdict::new(
+    differences(spec, primary, canary).verdict()
+}
+
+/// Every element `a` and `b` differ on; `detail`s read "`a`'s value vs `b`'s".
+pub fn differences(spec: &CompareSpec, a: &Answer, b: &Answer) -> Differences {
+    let mut out = Differences::default();
+    if a.status != b.status {
+        out.push(
+            noise::STATUS.to_string(),
             Outcome::StatusMismatch,
-            format!("status {} vs {}", primary.status, canary.status),
+            format!("status {} vs {}", a.status, b.status),
         );
     }
     for (i, name) in spec.headers.iter().enumerate() {
-        let p = primary.headers.get(i).cloned().flatten();
-        let c = canary.headers.get(i).cloned().flatten();
-        if p != c {
-            return Verdict::new(
+        let x = a.headers.get(i).cloned().flatten();
+        let y = b.headers.get(i).cloned().flatten();
+        if x != y {
+            out.push(
+                header_element(name),
                 Outcome::HeaderMismatch,
-                format!("header {name}: {} vs {}", quoted(&p), quoted(&c)),
+                format!("header {name}: {} vs {}", quoted(&x), quoted(&y)),
             );
         }
     }
-    compare_bodies(spec, primary, canary)
+    body_differences(spec, a, b, &mut out);
+    out
 }
 
-fn compare_bodies(spec: &CompareSpec, primary: &Answer, canary: &Answer) -> Verdict {
-    let (p, c) = match (&primary.body, &canary.body) {
-        (Body::Ignored, _) | (_, Body::Ignored) => return Verdict::new(Outcome::Match, ""),
+fn body_differences(spec: &CompareSpec, a: &Answer, b: &Answer, out: &mut Differences) {
+    match (&a.body, &b.body) {
+        (Body::Ignored, _) | (_, Body::Ignored) => {}
         (Body::TooLarge { len }, _) | (_, Body::TooLarge { len }) => {
-            return Verdict::new(
-                Outcome::Skipped,
-                format!(
-                    "body of {len} bytes is over compare.max_body_bytes ({})",
-                    spec.max_body_bytes
-                ),
-            )
+            out.body_skipped = Some(format!(
+                "body of {len} bytes is over compare.max_body_bytes ({})",
+                spec.max_body_bytes
+            ));
         }
-        (p, c) => (p, c),
-    };
-    // Differently encoded bytes say nothing about the content, and decoding would put a
-    // decompressor in the filter: not compared, and said so.
-    if primary.content_encoding != canary.content_encoding {
-        return Verdict::new(
-            Outcome::Skipped,
-            format!(
-                "content-encoding {} vs {}: bodies not compared",
-                encoding_name(&primary.content_encoding),
-                encoding_name(&canary.content_encoding)
-            ),
-        );
-    }
-    match (p, c) {
-        (Body::Digest { len: pl, xxh64: ps }, Body::Digest { len: cl, xxh64: cs }) => {
-            if pl == cl && ps == cs {
-                Verdict::new(Outcome::Match, "")
-            } else {
-                Verdict::new(
+        (Body::Undecodable(why), _) | (_, Body::Undecodable(why)) => {
+            out.body_skipped = Some(format!("body not compared: {why}"));
+        }
+        (Body::Digest { len: al, xxh64: ah }, Body::Digest { len: bl, xxh64: bh }) => {
+            if al != bl || ah != bh {
+                out.push(
+                    noise::BODY.to_string(),
                     Outcome::BodyMismatch,
-                    format!("body differs ({pl} vs {cl} bytes)"),
-                )
+                    format!("body differs ({al} vs {bl} bytes)"),
+                );
             }
         }
-        (Body::Kept(p), Body::Kept(c)) => compare_json(spec, p, c),
+        (Body::Kept(x), Body::Kept(y)) => json_differences(spec, x, y, out),
         // Both sides are built from the same spec, so the kinds agree; if not, say so.
-        _ => Verdict::new(Outcome::Skipped, "bodies captured differently"),
+        _ => out.body_skipped = Some("bodies captured differently".to_string()),
     }
 }
 
-fn compare_json(spec: &CompareSpec, p: &[u8], c: &[u8]) -> Verdict {
+fn json_differences(spec: &CompareSpec, x: &[u8], y: &[u8], out: &mut Differences) {
     // Equal bytes are equal JSON, or equal non-JSON: a match either way. A canary that
     // answers like the primary is the common case, and parsing, walking and freeing the two
     // trees costs hundreds of times more than comparing the bytes.
-    if p == c {
-        return Verdict::new(Outcome::Match, "");
+    if x == y {
+        return;
     }
     let parsed = (
-        serde_json::from_slice::<serde_json::Value>(p),
-        serde_json::from_slice::<serde_json::Value>(c),
+        serde_json::from_slice::<serde_json::Value>(x),
+        serde_json::from_slice::<serde_json::Value>(y),
     );
-    if let (Ok(pv), Ok(cv)) = parsed {
-        return match json_diff::first_difference(&pv, &cv, &spec.ignore) {
-            None => Verdict::new(Outcome::Match, ""),
-            Some(d) => Verdict::new(Outcome::BodyMismatch, format!("body {d}")),
-        };
+    if let (Ok(xv), Ok(yv)) = parsed {
+        let found = json_diff::all_differences(&xv, &yv, &spec.ignore, out.room());
+        for d in found.differences {
+            out.push(
+                d.element,
+                Outcome::BodyMismatch,
+                format!("body {}", d.difference),
+            );
+        }
+        return;
     }
-    // Not JSON on at least one side (or encoded), and the bytes differ.
-    Verdict::new(
+    // Not JSON on at least one side, and the bytes differ.
+    out.push(
+        noise::BODY.to_string(),
         Outcome::BodyMismatch,
-        format!("body differs ({} vs {} bytes)", p.len(), c.len()),
-    )
-}
-
-fn encoding_name(e: &[u8]) -> String {
-    if e.is_empty() {
-        "identity".to_string()
-    } else {
-        String::from_utf8_lossy(e).into_owned()
-    }
+        format!("body differs ({} vs {} bytes)", x.len(), y.len()),
+    );
 }
 
 /// A header value for a log line: quoted, non-UTF-8 and control bytes escaped, cut at 80.
@@ -362,6 +499,7 @@ mod tests {
                 .map(|p| IgnorePattern::parse(p).unwrap())
                 .collect(),
             max_body_bytes: limit,
+            endpoints: Templates::default(),
         }
     }
 
@@ -421,11 +559,14 @@ mod tests {
             (&json, ("200", vec![], vec![b"not json"]), ("200", vec![], vec![b"not jsoN!"]), Outcome::BodyMismatch,
                 "body differs (8 vs 9 bytes)"),
             (&json, ("200", vec![], vec![]), ("200", vec![], vec![]), Outcome::Match, ""),
-            // Encodings.
+            // Encodings: decoded first (see `encoded_bodies`); what cannot be is not compared.
             (&json, ("200", vec![("content-encoding", "gzip")], vec![b"\x1f\x8b"]), ("200", vec![], vec![b"{}"]), Outcome::Skipped,
-                "content-encoding gzip vs identity: bodies not compared"),
-            (&bytes, ("200", vec![("content-encoding", "GZIP")], vec![b"z"]), ("200", vec![("content-encoding", "gzip")], vec![b"z"]), Outcome::Match, ""),
+                "body not compared: the body does not decode: unexpected end of file"),
+            (&bytes, ("200", vec![("content-encoding", "br")], vec![b"z"]), ("200", vec![("content-encoding", "br")], vec![b"z"]), Outcome::Skipped,
+                "body not compared: content-encoding \"br\" is not decoded (only gzip, x-gzip, deflate, identity)"),
             (&bytes, ("200", vec![("content-encoding", "identity")], vec![b"z"]), ("200", vec![], vec![b"z"]), Outcome::Match, ""),
+            // Status and headers are compared whatever the body.
+            (&bytes, ("200", vec![("content-encoding", "br")], vec![b"z"]), ("500", vec![], vec![b"z"]), Outcome::StatusMismatch, "status 200 vs 500"),
             // Bodies not compared.
             (&none, ("200", vec![], vec![b"a"]), ("200", vec![], vec![b"b"]), Outcome::Match, ""),
         ];
@@ -510,6 +651,7 @@ mod tests {
         assert_eq!(c.finish(), Body::TooLarge { len: 6 });
     }
 
+    /// The label values are public: dashboards, alerts and the Flagger templates name them.
     #[test]
     fn outcome_names() {
         let names: Vec<&str> = Outcome::ALL.iter().map(|o| o.as_str()).collect();
@@ -517,6 +659,7 @@ mod tests {
             names,
             [
                 "match",
+                "noise",
                 "status_mismatch",
                 "header_mismatch",
                 "body_mismatch",
@@ -525,8 +668,196 @@ mod tests {
                 "skipped"
             ]
         );
-        for (i, o) in Outcome::ALL.iter().enumerate() {
-            assert_eq!(o.index(), i);
+    }
+
+    #[test]
+    fn every_difference_is_an_element() {
+        let mut json = spec(BodyMode::Json, &["/ts"], 1024);
+        json.headers = vec!["content-type".into(), "etag".into()];
+        let bytes = spec(BodyMode::Bytes, &[], 1024);
+        type Side<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a [u8]);
+        // (spec, a, b, [(element, outcome, detail)], body_skipped)
+        type Case<'a> = (
+            &'a CompareSpec,
+            Side<'a>,
+            Side<'a>,
+            Vec<(&'a str, Outcome, &'a str)>,
+            Option<&'a str>,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            (&json, ("200", vec![], b"{}"), ("200", vec![], b"{}"), vec![], None),
+            (&json, ("200", vec![("etag", "1")], br#"{"a":[{"id":1},{"id":2}],"ts":1,"b":true}"#),
+                    ("404", vec![("etag", "2")], br#"{"a":[{"id":1},{"id":3}],"ts":2,"b":"x","c":null}"#),
+                vec![("status", Outcome::StatusMismatch, "status 200 vs 404"),
+                     ("header etag", Outcome::HeaderMismatch, "header etag: \"1\" vs \"2\""),
+                     ("/a/*/id", Outcome::BodyMismatch, "body /a/1/id: 2 vs 3"),
+                     ("/b", Outcome::BodyMismatch, "body /b: true vs \"x\""),
+                     ("/c", Outcome::BodyMismatch, "body /c: (absent) vs null")], None),
+            (&json, ("200", vec![], b"[1]"), ("200", vec![], b"2"),
+                vec![("/", Outcome::BodyMismatch, "body /: [1] vs 2")], None),
+            (&json, ("200", vec![], b"text"), ("200", vec![], b"texts"),
+                vec![("body", Outcome::BodyMismatch, "body differs (4 vs 5 bytes)")], None),
+            (&bytes, ("200", vec![], b"x"), ("201", vec![], b"y"),
+                vec![("status", Outcome::StatusMismatch, "status 200 vs 201"),
+                     ("body", Outcome::BodyMismatch, "body differs (1 vs 1 bytes)")], None),
+            // A body not compared: the status still is, and the list says the body is unknown.
+            (&bytes, ("200", vec![], &[b'x'; 1025]), ("500", vec![], b"y"),
+                vec![("status", Outcome::StatusMismatch, "status 200 vs 500")],
+                Some("body of 1025 bytes is over compare.max_body_bytes (1024)")),
+        ];
+        for (spec, a, b, want, skipped) in cases {
+            let d = differences(
+                spec,
+                &answer(spec, a.0, &a.1, &[a.2]),
+                &answer(spec, b.0, &b.1, &[b.2]),
+            );
+            let got: Vec<(&str, Outcome, &str)> = d
+                .list
+                .iter()
+                .map(|d| (d.element.as_str(), d.outcome, d.detail.as_str()))
+                .collect();
+            assert_eq!(got, want, "{a:?} vs {b:?}");
+            assert_eq!(d.body_skipped.as_deref(), skipped, "{a:?} vs {b:?}");
         }
+    }
+
+    #[test]
+    fn differences_are_bounded() {
+        let s = spec(BodyMode::Json, &[], 1 << 20);
+        let a: Vec<String> = (0..100).map(|i| format!("\"k{i}\":1")).collect();
+        let b: Vec<String> = (0..100).map(|i| format!("\"k{i}\":2")).collect();
+        let (a, b) = (
+            format!("{{{}}}", a.join(",")),
+            format!("{{{}}}", b.join(",")),
+        );
+        let d = differences(
+            &s,
+            &answer(&s, "200", &[], &[a.as_bytes()]),
+            &answer(&s, "500", &[], &[b.as_bytes()]),
+        );
+        assert_eq!(d.list.len(), MAX_DIFFERENCES);
+        assert_eq!(d.list[0].element, "status");
+        assert_eq!(d.list[1].element, "/k0");
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn deflate(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// An answer streamed as the host gives it, the capture made from its headers.
+    fn streamed(spec: &CompareSpec, encoding: Option<&str>, body: &[u8]) -> Answer {
+        let mut h = vec![(":status".to_string(), b"200".to_vec())];
+        if let Some(e) = encoding {
+            h.push(("content-encoding".to_string(), e.as_bytes().to_vec()));
+        }
+        let mut c = BodyCapture::for_headers(spec, &h);
+        for piece in body.chunks(5) {
+            if c.wants(piece.len()) {
+                c.push(piece);
+            } else {
+                c.skip(piece.len());
+            }
+        }
+        Answer::from_headers(spec, &h, c.finish())
+    }
+
+    #[test]
+    fn encoded_bodies() {
+        let doc = br#"{"id":42,"name":"caf\u00e9","items":[1,2,3]}"#;
+        let other = br#"{"id":43,"name":"caf\u00e9","items":[1,2,3]}"#;
+        let zeros = vec![b' '; 10_000];
+        let (gz, gz_other, zl) = (gzip(doc), gzip(other), deflate(doc));
+        let bomb = gzip(&zeros);
+        let over = "body not compared: the decoded body is over 128 bytes";
+        // (encoding and body of a, of b, the verdict in bytes mode, in json mode)
+        type Side<'a> = (Option<&'a str>, &'a [u8]);
+        type Case<'a> = (Side<'a>, Side<'a>, (Outcome, &'a str), (Outcome, &'a str));
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            // One side compressed, or both in different codings: compared by content.
+            ((Some("gzip"), &gz), (None, doc), (Outcome::Match, ""), (Outcome::Match, "")),
+            ((Some("GZip "), &gz), (Some("deflate"), &zl), (Outcome::Match, ""), (Outcome::Match, "")),
+            ((Some("x-gzip"), &gz), (Some("identity"), doc), (Outcome::Match, ""), (Outcome::Match, "")),
+            ((Some("gzip"), &gz), (Some("gzip"), &gz_other),
+                (Outcome::BodyMismatch, "body differs (44 vs 44 bytes)"), (Outcome::BodyMismatch, "body /id: 42 vs 43")),
+            ((Some("deflate"), &zl), (None, other),
+                (Outcome::BodyMismatch, "body differs (44 vs 44 bytes)"), (Outcome::BodyMismatch, "body /id: 42 vs 43")),
+            // A bomb, a corrupt stream, an unknown coding: not compared, and why.
+            ((Some("gzip"), &bomb), (None, doc), (Outcome::Skipped, over), (Outcome::Skipped, over)),
+            ((Some("gzip"), &gz[..gz.len() - 3]), (None, doc),
+                (Outcome::Skipped, "body not compared: the body does not decode: unexpected end of file"),
+                (Outcome::Skipped, "body not compared: the body does not decode: unexpected end of file")),
+            ((None, doc), (Some("br"), doc),
+                (Outcome::Skipped, "body not compared: content-encoding \"br\" is not decoded (only gzip, x-gzip, deflate, identity)"),
+                (Outcome::Skipped, "body not compared: content-encoding \"br\" is not decoded (only gzip, x-gzip, deflate, identity)")),
+            // The encoded body counts against the limit as it streams too.
+            ((Some("gzip"), &[b'x'; 129]), (None, doc),
+                (Outcome::Skipped, "body of 129 bytes is over compare.max_body_bytes (128)"),
+                (Outcome::Skipped, "body of 129 bytes is over compare.max_body_bytes (128)")),
+        ];
+        for (a, b, want_bytes, want_json) in cases {
+            for (mode, want) in [(BodyMode::Bytes, want_bytes), (BodyMode::Json, want_json)] {
+                let s = spec(mode, &[], 128);
+                let v = compare(&s, &streamed(&s, a.0, a.1), &streamed(&s, b.0, b.1));
+                assert_eq!(
+                    v,
+                    Verdict::new(want.0, want.1),
+                    "{mode:?} {:?} vs {:?}",
+                    a.0,
+                    b.0
+                );
+            }
+        }
+        // In bytes mode an unencoded body is digested as it streams, never held.
+        let s = spec(BodyMode::Bytes, &[], 128);
+        let plain = streamed(&s, None, doc);
+        assert!(
+            matches!(plain.body, Body::Digest { len: 44, .. }),
+            "{:?}",
+            plain.body
+        );
+        assert_eq!(streamed(&s, Some("gzip"), &gz).body, plain.body);
+    }
+
+    #[test]
+    fn fingerprint_follows_the_comparison_settings() {
+        let base = spec(BodyMode::Json, &["/ts"], 64);
+        let fp = base.fingerprint();
+        let mut changes: Vec<CompareSpec> = Vec::new();
+        let mut c = base.clone();
+        c.body = BodyMode::Bytes;
+        c.ignore.clear();
+        changes.push(c);
+        let mut c = base.clone();
+        c.ignore.push(IgnorePattern::parse("/id").unwrap());
+        changes.push(c);
+        let mut c = base.clone();
+        c.headers.push("etag".into());
+        changes.push(c);
+        let mut c = base.clone();
+        c.max_body_bytes = 65;
+        changes.push(c);
+        let mut c = base.clone();
+        c.endpoints = Templates::compile([("a", "/a/{id}")]).unwrap();
+        changes.push(c);
+        for c in &changes {
+            assert_ne!(c.fingerprint(), fp, "{c:?}");
+        }
+        assert_eq!(base.clone().fingerprint(), fp);
+        // A parameter's name is not part of what a template matches.
+        let x = Templates::compile([("a", "/a/{id}")]).unwrap();
+        let y = Templates::compile([("a", "/a/{account}")]).unwrap();
+        assert_eq!(x.describe(), y.describe());
     }
 }

@@ -105,6 +105,25 @@ impl Templates {
         self.entries.len()
     }
 
+    /// Each template's name and path, its parameters written `{}`: what a fingerprint of the
+    /// comparison settings needs to tell two lists apart.
+    pub fn describe(&self) -> Vec<(&str, String)> {
+        self.entries
+            .iter()
+            .map(|t| {
+                let path: Vec<&str> = t
+                    .segments
+                    .iter()
+                    .map(|s| match s {
+                        Segment::Literal(l) => l.as_str(),
+                        Segment::Param => "{}",
+                    })
+                    .collect();
+                (t.name.as_str(), path.join("/"))
+            })
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -229,7 +248,7 @@ pub fn automatic_label(method: &[u8], path: &[u8]) -> String {
             break;
         }
     }
-    label.text
+    no_tag_separator(label.text)
 }
 
 /// A label under construction: each character made safe, and nothing kept past the cap (so a
@@ -254,6 +273,26 @@ impl Label {
             }
             self.text.push(c);
         }
+    }
+}
+
+/// `text` as a metric label value: each character made safe as in an automatic label, cut
+/// to [`MAX_LABEL_BYTES`]. For the elements of `progressive_delivery_differences_total`,
+/// whose JSON keys are whatever a body holds.
+pub fn label_value(text: &str) -> String {
+    let mut label = Label::default();
+    label.push_str(text);
+    no_tag_separator(label.text)
+}
+
+/// `=.=` is the key-value separator of Istio's tag encoding: in a value, a `stats_tags` regex
+/// of a later key could start matching inside it. Envoy itself passes every other character
+/// (spaces, '/', '{', '}', '*', '|', ':', '=', UTF-8) to `/stats/prometheus` unchanged.
+fn no_tag_separator(text: String) -> String {
+    if text.contains("=.=") {
+        text.replace("=.=", "=_=")
+    } else {
+        text
     }
 }
 
@@ -500,6 +539,7 @@ mod tests {
                 "GET /caf\u{e9}/\u{fffd}\u{fffd}",
             ),
             ("G;T", b"/", "G_T /"),
+            ("GET", b"/a=.=b;.;kind=.=x", "GET /a=_=b_._kind=_=x"),
             ("OPTIONS", b"*", "OPTIONS *"),
             // Cut at the cap, never inside a character.
             ("GET", long_path.as_bytes(), &long_want),
@@ -724,6 +764,21 @@ mod tests {
             e.to_string(),
             r#"[0].path: "x" must start with '/' (e.g. "/x")"#
         );
+    }
+
+    #[test]
+    fn label_values() {
+        let (long, cut) = ("é".repeat(100), "é".repeat(60));
+        let cases: &[(&str, &str)] = &[
+            ("/a b/*/x{y}", "/a b/*/x{y}"),
+            ("/s;t/u\"v/w\\z", "/s_t/u_v/w_z"),
+            ("/k=.=v;.;kind=.=noise", "/k=_=v_._kind=_=noise"),
+            ("/a\nb", "/a_b"),
+            (&long, &cut),
+        ];
+        for (text, want) in cases {
+            assert_eq!(label_value(text), *want, "{text:?}");
+        }
     }
 
     #[test]

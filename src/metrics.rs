@@ -39,6 +39,14 @@ pub const RESULT: &str = "result";
 /// Istio that is `outbound|PORT||HOST`, so a query can pick one canary out of a gateway that
 /// mirrors several services, and two plugins in one proxy do not add to each other's series.
 pub const CANARY_CLUSTER: &str = "canary_cluster";
+/// The label of `DIFFERENCES_TOTAL`: the endpoint (src/endpoint.rs), or `other` past a cap.
+pub const ENDPOINT: &str = "endpoint";
+/// The label of `DIFFERENCES_TOTAL`: what differed (`status`, `header <name>`, a JSON pointer
+/// with `*` for array indices, `body`), or `other` past a cap.
+pub const ELEMENT: &str = "element";
+/// The label of `DIFFERENCES_TOTAL`: `mismatch`, or `noise` where two healthy instances of the
+/// primary's version differ too.
+pub const KIND: &str = "kind";
 
 /// Declares each metric as a constant and lists them all in `ALL`, from one line per metric.
 macro_rules! metrics {
@@ -71,6 +79,13 @@ metrics! {
     /// Mirrors not concluded yet; every worker's VM moves it by its own changes, so it shows
     /// the sum over workers.
     MIRRORS_PENDING = Gauge "progressive_delivery_mirrors_pending" [CANARY_CLUSTER];
+    /// What became of the copies sent to the baseline, per canary, class and result.
+    BASELINE_TOTAL = Counter "progressive_delivery_baseline_total" [CANARY_CLUSTER, USER_CLASS, RESULT];
+    /// How long the baseline took, from the dispatch of the copy to its answer: the
+    /// reference for the canary's `MIRROR_DURATION_MS`, over the same requests.
+    BASELINE_DURATION_MS = Histogram "progressive_delivery_baseline_duration_ms" [CANARY_CLUSTER, USER_CLASS];
+    /// Elements on which the canary's answer differed, one per element per comparison.
+    DIFFERENCES_TOTAL = Counter "progressive_delivery_differences_total" [CANARY_CLUSTER, ENDPOINT, ELEMENT, KIND];
 }
 
 impl<const N: usize> Metric<N> {
@@ -290,6 +305,8 @@ pub(crate) mod tests {
                 "progressive_delivery_mirror_duration_ms.canary_cluster=.=canary;.;user_class=.=beta;.;"),
             (MIRRORS_PENDING.stat_name(["canary"]),
                 "progressive_delivery_mirrors_pending.canary_cluster=.=canary;.;"),
+            (DIFFERENCES_TOTAL.stat_name(["canary", "GET /items/{id}", "/items/*/id", "noise"]),
+                "progressive_delivery_differences_total.canary_cluster=.=canary;.;endpoint=.=GET /items/{id};.;element=.=/items/*/id;.;kind=.=noise;.;"),
         ];
         for (got, want) in cases {
             assert_eq!(got, want);
@@ -304,6 +321,9 @@ pub(crate) mod tests {
                 "progressive_delivery_primary_duration_ms",
                 "progressive_delivery_mirror_duration_ms",
                 "progressive_delivery_mirrors_pending",
+                "progressive_delivery_baseline_total",
+                "progressive_delivery_baseline_duration_ms",
+                "progressive_delivery_differences_total",
             ]
         );
     }

@@ -10,6 +10,7 @@ use crate::bucket;
 use crate::classify::ClassId;
 use crate::compare::CompareSpec;
 use crate::label::label_enum;
+use crate::noise::NoiseSettings;
 use crate::request::{BucketKey, Request};
 
 /// An HTTP method the filter knows. Only the idempotent ones may be configured.
@@ -126,6 +127,23 @@ pub struct Mirror {
     /// Lowercase.
     pub remove_headers: Vec<String>,
     pub compare: CompareSpec,
+    /// `None`: the canary is compared with the primary alone.
+    pub baseline: Option<Baseline>,
+    /// Copies to the canary per second per worker; 0: no limit.
+    pub max_per_second: u32,
+}
+
+/// The compiled `mirror.baseline` section: another deployment of the primary's version that
+/// gets the same copy as the canary. Where the primary and the baseline differ is noise (two
+/// healthy instances of one version do), and the canary is judged against the baseline with
+/// that noise set aside.
+#[derive(Debug, Clone)]
+pub struct Baseline {
+    pub cluster: String,
+    /// Of the mirrored requests, how many also go to the baseline.
+    pub basis_points: u32,
+    /// `mirror.noise`, or its defaults.
+    pub noise: NoiseSettings,
 }
 
 label_enum! {
@@ -142,6 +160,8 @@ label_enum! {
         IsMirror = "is_mirror",
         DispatchFailed = "dispatch_failed",
         HeaderNotUtf8 = "header_not_utf8",
+        /// `mirror.max_per_second` copies went to the canary in the last second already.
+        RateLimited = "rate_limited",
     }
 }
 
@@ -363,7 +383,10 @@ mod tests {
                 body: BodyMode::Bytes,
                 ignore: Vec::new(),
                 max_body_bytes: 262_144,
+                endpoints: Default::default(),
             },
+            baseline: None,
+            max_per_second: 0,
         }
     }
 
@@ -696,6 +719,7 @@ mod tests {
         }
     }
 
+    /// The label values are public: dashboards, alerts and the Flagger templates name them.
     #[test]
     fn decision_names() {
         let names: Vec<&str> = Decision::ALL.iter().map(|d| d.as_str()).collect();
@@ -711,11 +735,9 @@ mod tests {
                 "overloaded",
                 "is_mirror",
                 "dispatch_failed",
-                "header_not_utf8"
+                "header_not_utf8",
+                "rate_limited"
             ]
         );
-        for (i, d) in Decision::ALL.iter().enumerate() {
-            assert_eq!(d.index(), i);
-        }
     }
 }

@@ -82,7 +82,7 @@ impl NoiseSettings {
         let mut errors = Vec::new();
         let mut error = |field, message| errors.push(SettingsError { field, message });
         if self.min_samples == 0 {
-            error("min_samples", "must be at least 1".to_string());
+            error("min_samples", "0 is not at least 1".to_string());
         }
         if !(self.threshold > 0.0 && self.threshold <= 1.0) {
             error(
@@ -111,7 +111,7 @@ impl NoiseSettings {
             ),
         ] {
             if value == 0 {
-                error(field, "must be at least 1".to_string());
+                error(field, "0 is not at least 1".to_string());
             }
         }
         if errors.is_empty() {
@@ -804,7 +804,7 @@ mod tests {
                     min_samples: 0,
                     ..d.clone()
                 },
-                &[("min_samples", "must be at least 1")],
+                &[("min_samples", "0 is not at least 1")],
             ),
             (
                 NoiseSettings {
@@ -858,9 +858,9 @@ mod tests {
                     ..d.clone()
                 },
                 &[
-                    ("max_endpoints", "must be at least 1"),
-                    ("max_elements", "must be at least 1"),
-                    ("max_elements_per_observation", "must be at least 1"),
+                    ("max_endpoints", "0 is not at least 1"),
+                    ("max_elements", "0 is not at least 1"),
+                    ("max_elements_per_observation", "0 is not at least 1"),
                 ],
             ),
         ];

@@ -6,7 +6,8 @@
 //!
 //! Beyond not panicking, what a comparison must mean: a body matches itself and any other
 //! formatting of itself; the verdict does not depend on which side is which; the difference
-//! reported is one `ignore` does not cover, and ignoring it moves on to another.
+//! reported is one `ignore` does not cover, and ignoring it moves on to another; every
+//! difference listed (`all_differences`) starts with that first one and stays within its bound.
 
 #![no_main]
 
@@ -14,7 +15,7 @@ use libfuzzer_sys::fuzz_target;
 use progressive_delivery::compare::{
     self, Answer, Body, BodyCapture, BodyMode, CompareSpec, Outcome,
 };
-use progressive_delivery::json_diff::{first_difference, IgnorePattern};
+use progressive_delivery::json_diff::{all_differences, first_difference, IgnorePattern};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -66,6 +67,22 @@ fuzz_target!(|data: &[u8]| {
             "the first difference depends on which side is the primary"
         );
         assert_eq!(forward == Outcome::Match, d.is_none());
+        for max in [0, 1, 3, 64] {
+            let all = all_differences(p, c, &ignore, max);
+            assert!(all.differences.len() <= max, "{} over {max}", all.differences.len());
+            if max > 0 {
+                assert_eq!(
+                    all.differences.first().map(|e| &e.difference),
+                    d.as_ref(),
+                    "all_differences starts elsewhere than first_difference"
+                );
+            }
+            // Cut only when full; with no room at all, cut exactly when there is a difference.
+            assert!(!all.cut || all.differences.len() == max, "cut below the bound");
+            if max == 0 {
+                assert_eq!(all.cut, d.is_some(), "cut with no room");
+            }
+        }
         if let Some(d) = d {
             for rendered in [&d.primary, &d.canary] {
                 // 80 bytes, then '…' (3 bytes) when cut.
@@ -103,6 +120,7 @@ fn spec(body: BodyMode, ignore: Vec<IgnorePattern>, max_body_bytes: usize) -> Co
         body,
         ignore,
         max_body_bytes,
+        endpoints: Default::default(),
     }
 }
 

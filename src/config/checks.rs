@@ -40,6 +40,20 @@ pub(super) fn bad_cookie_name(name: &str) -> String {
     format!("{name:?} is not a valid cookie name (RFC 6265 token: {TOKEN_CHARS})")
 }
 
+/// An Envoy cluster the filter sends copies to; `of` says whose it is, for the hint.
+pub(super) fn cluster_name(path: &str, name: &str, of: &str, errors: &mut ConfigErrors) -> bool {
+    let ok = !name.is_empty() && !name.bytes().any(|b| b.is_ascii_control());
+    if !ok {
+        errors.add(
+            path,
+            format!(
+                "{name:?} is not a cluster name; name the Envoy cluster of {of} (in Istio: outbound|PORT||HOST)"
+            ),
+        );
+    }
+    ok
+}
+
 /// A request header name, lowercased.
 pub(super) fn header_name(path: &str, name: &str, errors: &mut ConfigErrors) -> String {
     if !is_header_name(name) {

@@ -4,10 +4,12 @@ use serde::Deserialize;
 use smart_default::SmartDefault;
 
 use crate::compare::{BodyMode, CompareSpec};
+use crate::endpoint::Templates;
 use crate::json_diff::IgnorePattern;
 
 use super::checks::{body_limit, header_list};
 use super::error::ConfigErrors;
+use super::object::Object;
 
 pub const DEFAULT_COMPARE_MAX_BODY_BYTES: usize = 256 * 1024;
 
@@ -20,6 +22,15 @@ pub(super) struct RawCompare {
     ignore: Vec<String>,
     #[default(DEFAULT_COMPARE_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    endpoints: Vec<Object<RawEndpoint>>,
+}
+
+/// One of `compare.endpoints`: a path template and the endpoint label it gives.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    name: String,
+    path: String,
 }
 
 /// The section found at `path`.
@@ -43,10 +54,25 @@ pub(super) fn compile(path: &str, raw: RawCompare, errors: &mut ConfigErrors) ->
         raw.max_body_bytes,
         errors,
     );
+    let endpoints = Templates::compile(
+        raw.endpoints
+            .iter()
+            .map(|Object(e)| (e.name.as_str(), e.path.as_str())),
+    )
+    .unwrap_or_else(|template_errors| {
+        for e in template_errors {
+            errors.add(
+                format!("{path}.endpoints[{}].{}", e.index, e.field),
+                e.message,
+            );
+        }
+        Templates::default()
+    });
     CompareSpec {
         headers,
         body: raw.body,
         ignore,
         max_body_bytes: raw.max_body_bytes,
+        endpoints,
     }
 }

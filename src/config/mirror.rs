@@ -5,7 +5,8 @@ use serde::Deserialize;
 use smart_default::SmartDefault;
 
 use crate::classify::Classification;
-use crate::mirror_policy::{Method, Mirror};
+use crate::mirror_policy::{Baseline, Method, Mirror};
+use crate::noise::NoiseSettings;
 
 use super::checks::{self, bad_header_name, header_list, unknown_class, RawBucketKey};
 use super::compare::{self, RawCompare};
@@ -17,6 +18,9 @@ pub const MAX_TIMEOUT_MS: u32 = 60_000;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 64 * 1024;
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 256;
 pub const MAX_IN_FLIGHT: usize = 10_000;
+/// Highest `mirror.max_per_second`: far above what one worker can mirror, so only a typo
+/// reaches it.
+pub const MAX_PER_SECOND: u32 = 1_000_000;
 
 #[derive(Deserialize, SmartDefault)]
 #[serde(deny_unknown_fields, default)]
@@ -45,6 +49,34 @@ pub(super) struct RawMirror {
     max_in_flight: usize,
     remove_headers: Vec<String>,
     compare: Object<RawCompare>,
+    baseline: Option<Object<RawBaseline>>,
+    noise: Option<Object<RawNoise>>,
+    /// 0: no limit.
+    max_per_second: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawBaseline {
+    cluster: String,
+    #[serde(default = "all")]
+    percent: f64,
+}
+
+fn all() -> f64 {
+    100.0
+}
+
+/// The settings of `noise.rs` an operator may set; its caps stay at their defaults.
+#[derive(Deserialize, SmartDefault)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawNoise {
+    #[default(NoiseSettings::default().min_samples)]
+    min_samples: u32,
+    #[default(NoiseSettings::default().threshold)]
+    threshold: f64,
+    #[default(NoiseSettings::default().window)]
+    window: u32,
 }
 
 const IDEMPOTENT_LIST: &str = "GET, HEAD, OPTIONS, TRACE, PUT, DELETE";
@@ -55,15 +87,9 @@ pub(super) fn compile(
     classification: &Classification,
     errors: &mut ConfigErrors,
 ) -> Mirror {
-    if raw.cluster.is_empty() || raw.cluster.bytes().any(|b| b.is_ascii_control()) {
-        errors.add(
-            "mirror.cluster",
-            format!(
-                "{:?} is not a cluster name; name the Envoy cluster of the canary (in Istio: outbound|PORT||HOST)",
-                raw.cluster
-            ),
-        );
-    } else if raw.cluster.contains(';') {
+    if checks::cluster_name("mirror.cluster", &raw.cluster, "the canary", errors)
+        && raw.cluster.contains(';')
+    {
         errors.add(
             "mirror.cluster",
             format!(
@@ -161,6 +187,21 @@ pub(super) fn compile(
 
     let remove_headers = header_list("mirror.remove_headers", &raw.remove_headers, errors);
     let compare = compare::compile("mirror.compare", raw.compare.0, errors);
+    let baseline = raw
+        .baseline
+        .map(|Object(b)| baseline(b, &raw.cluster, raw.noise.as_ref(), errors));
+    if baseline.is_none() && raw.noise.is_some() {
+        errors.add("mirror.noise", "applies only with mirror.baseline");
+    }
+    if raw.max_per_second > MAX_PER_SECOND {
+        errors.add(
+            "mirror.max_per_second",
+            format!(
+                "{} is over {MAX_PER_SECOND}; 0 turns the limit off",
+                raw.max_per_second
+            ),
+        );
+    }
 
     Mirror {
         cluster: raw.cluster,
@@ -178,6 +219,49 @@ pub(super) fn compile(
         max_in_flight: raw.max_in_flight,
         remove_headers,
         compare,
+        baseline,
+        max_per_second: raw.max_per_second,
+    }
+}
+
+/// `mirror.baseline`, with `mirror.noise` (which applies only to it).
+fn baseline(
+    raw: RawBaseline,
+    canary: &str,
+    noise: Option<&Object<RawNoise>>,
+    errors: &mut ConfigErrors,
+) -> Baseline {
+    if checks::cluster_name(
+        "mirror.baseline.cluster",
+        &raw.cluster,
+        "the baseline (another deployment of the primary's version)",
+        errors,
+    ) && raw.cluster == canary
+    {
+        errors.add(
+            "mirror.baseline.cluster",
+            format!(
+                "{:?} is mirror.cluster too; the baseline is another deployment of the primary's version, not the canary",
+                raw.cluster
+            ),
+        );
+    }
+    let basis_points = checks::basis_points("mirror.baseline.percent", raw.percent, errors);
+    let mut settings = NoiseSettings::default();
+    if let Some(Object(n)) = noise {
+        settings.min_samples = n.min_samples;
+        settings.threshold = n.threshold;
+        settings.window = n.window;
+    }
+    if let Err(problems) = settings.validate() {
+        for p in problems {
+            errors.add(format!("mirror.noise.{}", p.field), p.message);
+        }
+    }
+    Baseline {
+        cluster: raw.cluster,
+        basis_points,
+        noise: settings,
     }
 }
 
@@ -259,6 +343,19 @@ mod tests {
         assert_eq!(m.compare.body, BodyMode::Bytes);
         assert!(m.compare.ignore.is_empty());
         assert_eq!(m.compare.max_body_bytes, 262_144);
+        assert!(m.compare.endpoints.is_empty());
+        assert!(m.baseline.is_none());
+        assert_eq!(m.max_per_second, 0);
+        let b = parse(br#"{"mirror": {"baseline": {"cluster": "primary"}}}"#)
+            .unwrap()
+            .mirror
+            .unwrap()
+            .baseline
+            .unwrap();
+        assert_eq!(
+            (b.cluster.as_str(), b.basis_points, b.noise),
+            ("primary", 10_000, crate::noise::NoiseSettings::default())
+        );
         assert!(
             parse(b"{}").unwrap().mirror.is_none(),
             "no section, no mirroring"
@@ -288,8 +385,12 @@ mod tests {
               "headers": ["Content-Type"],
               "body": "json",
               "ignore": ["/timestamp", "/items/*/id"],
-              "max_body_bytes": 262144
-            }
+              "max_body_bytes": 262144,
+              "endpoints": [{"name": "balance", "path": "/api/accounts/{id}/balance"}]
+            },
+            "baseline": {"cluster": "primary", "percent": 50.5},
+            "noise": {"min_samples": 10, "threshold": 0.1, "window": 100},
+            "max_per_second": 50
           }
         }"#;
         let m = parse(json.as_bytes()).unwrap().mirror.unwrap();
@@ -307,6 +408,17 @@ mod tests {
         assert_eq!(m.compare.body, BodyMode::Json);
         let ignore: Vec<&str> = m.compare.ignore.iter().map(|p| p.as_str()).collect();
         assert_eq!(ignore, ["/timestamp", "/items/*/id"]);
+        assert_eq!(
+            m.compare.endpoints.find(b"/api/accounts/7/balance"),
+            Some("balance")
+        );
+        let b = m.baseline.unwrap();
+        assert_eq!((b.cluster.as_str(), b.basis_points), ("primary", 5050));
+        assert_eq!(
+            (b.noise.min_samples, b.noise.threshold, b.noise.window),
+            (10, 0.1, 100)
+        );
+        assert_eq!(m.max_per_second, 50);
     }
 
     /// Every error of the mirror section, with its exact text.
@@ -318,7 +430,7 @@ mod tests {
             (r#"[]"#, vec![
                 "mirror: invalid type: sequence, expected a JSON object at line 1 column 108".into()]),
             (r#"{"clusetr": "c"}"#, vec![
-                "mirror.clusetr: unknown field `clusetr`, expected one of `cluster`, `authority_suffix`, `marker_header`, `percent`, `sample_key`, `classes`, `include_paths`, `exclude_paths`, `methods`, `idempotency_key_header`, `timeout_ms`, `max_body_bytes`, `max_in_flight`, `remove_headers`, `compare` at line 1 column 118".into()]),
+                "mirror.clusetr: unknown field `clusetr`, expected one of `cluster`, `authority_suffix`, `marker_header`, `percent`, `sample_key`, `classes`, `include_paths`, `exclude_paths`, `methods`, `idempotency_key_header`, `timeout_ms`, `max_body_bytes`, `max_in_flight`, `remove_headers`, `compare`, `baseline`, `noise`, `max_per_second` at line 1 column 118".into()]),
             (r#"{"cluster": ""}"#, vec![
                 "mirror.cluster: \"\" is not a cluster name; name the Envoy cluster of the canary (in Istio: outbound|PORT||HOST)".into()]),
             (r#"{"cluster": "a;b"}"#, vec![
@@ -380,6 +492,40 @@ mod tests {
                 "mirror.compare.ignore[1]: \"\" would ignore the whole body; use compare.body \"none\" to skip body comparison".into()]),
             (r#"{"compare": {"max_body_bytes": 99999999}}"#, vec![
                 "mirror.compare.max_body_bytes: 99999999 is over the ceiling of 16777216 bytes (16 MiB)".into()]),
+            (r#"{"compare": {"endpoints": [{"name": "balance", "path": "/a/{id}/balance"}, {"name": "balance", "path": "a/{id"}, {"name": "other", "path": "/x/v{id}"}]}}"#, vec![
+                "mirror.compare.endpoints[1].name: \"balance\" is the name of an earlier template too".into(),
+                "mirror.compare.endpoints[1].path: \"a/{id\" must start with '/' (e.g. \"/a/{id\")".into(),
+                "mirror.compare.endpoints[2].name: \"other\" is reserved for endpoints past the per-worker cap".into(),
+                "mirror.compare.endpoints[2].path: \"/x/v{id}\" has \"v{id}\": a '{...}' must be a whole segment, as in /items/{id}".into()]),
+            (r#"{"compare": {"endpoints": [{"name": "a;b", "path": "/x?y"}]}}"#, vec![
+                "mirror.compare.endpoints[0].name: \"a;b\" cannot be a metric label: it has ';', '\"', '\\' or a control character".into(),
+                "mirror.compare.endpoints[0].path: \"/x?y\" has a query or fragment; a template matches the path only".into()]),
+            (r#"{"compare": {"endpoints": [{"path": "/x"}]}}"#, vec![
+                "mirror.compare.endpoints[0]: missing field `name` at line 1 column 149".into()]),
+            (r#"{"baseline": {}}"#, vec![
+                "mirror.baseline: missing field `cluster` at line 1 column 123".into()]),
+            (r#"{"baseline": {"cluster": "canary"}}"#, vec![
+                "mirror.baseline.cluster: \"canary\" is mirror.cluster too; the baseline is another deployment of the primary's version, not the canary".into()]),
+            (r#"{"baseline": {"cluster": "", "percent": 0.001}}"#, vec![
+                "mirror.baseline.cluster: \"\" is not a cluster name; name the Envoy cluster of the baseline (another deployment of the primary's version) (in Istio: outbound|PORT||HOST)".into(),
+                "mirror.baseline.percent: 0.001 has more than two decimals (the finest step is 0.01)".into()]),
+            (r#"{"baseline": {"cluster": "primary", "percent": 101}}"#, vec![
+                "mirror.baseline.percent: 101 is not between 0 and 100".into()]),
+            (r#"{"noise": {"min_samples": 3}}"#, vec![
+                "mirror.noise: applies only with mirror.baseline".into()]),
+            (r#"{"baseline": {"cluster": "primary"}, "noise": {"min_samples": 0, "threshold": 0, "window": 10001}}"#, vec![
+                "mirror.noise.min_samples: 0 is not at least 1".into(),
+                "mirror.noise.threshold: 0 is not a fraction in (0, 1], e.g. 0.05 for 5%".into(),
+                "mirror.noise.window: 10001 must be from min_samples (0) to 10000".into()]),
+            (r#"{"baseline": {"cluster": "primary"}, "noise": {"min_samples": 500, "threshold": 1.5}}"#, vec![
+                "mirror.noise.threshold: 1.5 is not a fraction in (0, 1], e.g. 0.05 for 5%".into(),
+                "mirror.noise.window: 200 must be from min_samples (500) to 10000".into()]),
+            (r#"{"baseline": {"cluster": "primary"}, "noise": {"windows": 5}}"#, vec![
+                "mirror.noise.windows: unknown field `windows`, expected one of `min_samples`, `threshold`, `window` at line 1 column 164".into()]),
+            (r#"{"max_per_second": 1000001}"#, vec![
+                "mirror.max_per_second: 1000001 is over 1000000; 0 turns the limit off".into()]),
+            (r#"{"max_per_second": -1}"#, vec![
+                "mirror.max_per_second: invalid value: integer `-1`, expected u32 at line 1 column 129".into()]),
         ];
         let mut failures = Vec::new();
         for (mirror, want) in cases {

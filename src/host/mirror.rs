@@ -16,7 +16,7 @@ use proxy_wasm::types::{BufferType, MapType, MetricType};
 use crate::compare::BodyCapture;
 use crate::metrics::{Kind, MetricHost};
 use crate::mirror_policy::Mirror;
-use crate::mirror_session::{Host, MirrorSession};
+use crate::mirror_session::{Host, Learned, MirrorSession};
 
 /// Metric calls through the host.
 pub struct Metrics;
@@ -101,17 +101,19 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// `previous`: what this worker learned under the configuration being replaced.
     pub fn new(
         mirror: Mirror,
         class_names: Vec<String>,
         queue_id: u32,
         generation: u32,
+        previous: Option<Learned>,
     ) -> Runtime {
         let host = ProxyHost {
             queue_id,
             generation,
         };
-        let session = MirrorSession::new(host, mirror, class_names);
+        let session = MirrorSession::new(host, mirror, class_names, previous);
         Runtime {
             queue_id,
             session: RefCell::new(session),
@@ -149,10 +151,10 @@ impl Runtime {
         self.with(MirrorSession::on_queue_ready);
     }
 
-    /// Root context: the canary's reply (or Envoy's stand-in for it).
+    /// Root context: the canary's or the baseline's reply (or Envoy's stand-in for it).
     pub fn on_http_call_response(&self, token: u32, body_size: usize) {
         self.with(|s| {
-            s.on_canary_reply(
+            s.on_reply(
                 token,
                 || hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default(),
                 |capture| capture_buffer(capture, BufferType::HttpCallResponseBody, body_size),

@@ -104,8 +104,15 @@ impl RootContext for Root {
         // The runtime owns the mirror settings from here on.
         let mirror_config = config.mirror.take();
         let summary = mirror_config.as_ref().map_or(String::new(), |m| {
+            let baseline = m.baseline.as_ref().map_or(String::new(), |b| {
+                format!(
+                    ", baseline cluster {:?} ({}% of mirrored requests)",
+                    b.cluster,
+                    f64::from(b.basis_points) / 100.0
+                )
+            });
             format!(
-                ", mirroring to cluster {:?} ({}% of eligible requests)",
+                ", mirroring to cluster {:?} ({}% of eligible requests){baseline}",
                 m.cluster,
                 f64::from(m.basis_points) / 100.0
             )
@@ -127,7 +134,11 @@ impl RootContext for Root {
                     .iter()
                     .map(|c| c.name.clone())
                     .collect();
-                let runtime = Runtime::new(m, class_names, queue_id, self.generation);
+                // The noise this worker learned is kept if the new configuration compares alike.
+                let previous = mirror_of(&self.plugin)
+                    .and_then(|old| old.with(|s| s.learned()))
+                    .flatten();
+                let runtime = Runtime::new(m, class_names, queue_id, self.generation, previous);
                 let tick_period = runtime.with(|s| s.tick_period()).unwrap_or_default();
                 if let Err(status) = hostcalls::set_tick_period(tick_period) {
                     warn!("cannot set the tick period ({status:?}); late mirrors wait for Envoy's timeout");
