@@ -57,6 +57,11 @@ def mirror_cluster(wasmplugin: dict) -> str | None:
     return mirror.get("cluster", "canary") if mirror is not None else None
 
 
+def baseline_cluster(wasmplugin: dict) -> str | None:
+    mirror = wasmplugin["spec"].get("pluginConfig", {}).get("mirror") or {}
+    return (mirror.get("baseline") or {}).get("cluster")
+
+
 # ---------------------------------------------------------------------------------------------
 # ProxyConfig -> Envoy stats_config
 

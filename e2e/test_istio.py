@@ -42,6 +42,13 @@ def istio_envoy_config(wasmplugin: dict, routes: list[dict], clusters: dict[str,
     return cfg
 
 
+def with_baseline(wasmplugin: dict, clusters: dict[str, int], primary_port: int) -> dict[str, int]:
+    """`clusters` plus the WasmPlugin's mirror.baseline cluster, if it has one, on the primary's
+    port: the baseline is the primary's own Service."""
+    baseline = im.baseline_cluster(wasmplugin)
+    return {**clusters, baseline: primary_port} if baseline else clusters
+
+
 def classes_of(wasmplugin: dict) -> set[str]:
     c = wasmplugin["spec"]["pluginConfig"]["classification"]
     return {r["class"] for r in c.get("rules", [])} | {c.get("default_class", "stable")}
@@ -129,9 +136,10 @@ def test_plugin_config_is_accepted_by_the_filter(envoy, upstream, path):
     clusters = {"primary": primary.port}
     if im.mirror_cluster(plugin):
         clusters[im.mirror_cluster(plugin)] = upstream("canary", harness.fixed(200, SAME)).port
-    e = envoy(istio_envoy_config(plugin, [{"match": {"prefix": "/"}, "route": {"cluster": "primary"}}], clusters))
+    e = envoy(istio_envoy_config(plugin, [{"match": {"prefix": "/"}, "route": {"cluster": "primary"}}], with_baseline(plugin, clusters, primary.port)))
     assert e.request("GET", "/api/items").status == 200
-    (got,) = primary.take()
+    # The primary is also a sidecar's baseline: its marked copy is not the request.
+    (got,) = [r for r in primary.take() if r.header("x-mirror") is None]
     assert got.header(CLASS_HEADER) in classes_of(plugin)
     assert "invalid configuration" not in e.log()
 
@@ -193,7 +201,7 @@ def test_sidecar_trusts_the_edge_and_mirrors_stable_reads(envoy, upstream, path)
     cluster = mirror["cluster"]
     app = upstream("app", harness.fixed(200, {**SAME, "timestamp": 1}))
     canary = upstream("canary", harness.fixed(200, {**SAME, "timestamp": 2}))
-    e = envoy(istio_envoy_config(sidecar, [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}], {"app": app.port, cluster: canary.port}))
+    e = envoy(istio_envoy_config(sidecar, [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}], with_baseline(sidecar, {"app": app.port, cluster: canary.port}, app.port)))
 
     sampled = uid(inside_cohort=False, in_mirror_sample=True, percent=mirror["percent"])
     unsampled = uid(inside_cohort=False, in_mirror_sample=False, percent=mirror["percent"])
@@ -208,8 +216,10 @@ def test_sidecar_trusts_the_edge_and_mirrors_stable_reads(envoy, upstream, path)
     ]
     for method, p, headers, _ in requests:
         assert e.request(method, p, headers, b"{}" if method == "POST" else None).status == 200
-    # The class decided at the edge is kept on this inner hop.
-    assert [r.header(CLASS_HEADER) for r in app.take()] == ["stable", "stable", "stable", "beta", "stable", "stable"]
+    # The class decided at the edge is kept on this inner hop. (The app is also the baseline:
+    # its marked copies are not requests of the client.)
+    originals = [r for r in app.take() if r.header("x-mirror") is None]
+    assert [r.header(CLASS_HEADER) for r in originals] == ["stable", "stable", "stable", "beta", "stable", "stable"]
 
     harness.wait_until(lambda: harness.counts_by(e, "progressive_delivery_comparisons_total", "result") == {"match": 2}, what="2 matches")
     expected: dict[str, float] = {}
@@ -245,7 +255,7 @@ def test_mesh_stats_settings_export_labelled_metrics(envoy, upstream, required, 
     cluster = im.mirror_cluster(sidecar)
     app = upstream("app", harness.fixed(200, SAME))
     canary = upstream("canary", harness.fixed(200, SAME))
-    cfg = istio_envoy_config(sidecar, [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}], {"app": app.port, cluster: canary.port})
+    cfg = istio_envoy_config(sidecar, [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}], with_baseline(sidecar, {"app": app.port, cluster: canary.port}, app.port))
     cfg["stats_config"] = im.stats_config(proxy, required)
     e = envoy(cfg)
     assert e.request("GET", "/api/items", [("cookie", f"uid={uid(False, True)}")]).status == 200

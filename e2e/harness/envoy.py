@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .process import REPO, free_port, http_ok, read_log, stop_process, wait_ready, wait_until
-from .prometheus import prometheus_value
+from .prometheus import envoy_stats, prometheus_value
 from .servers import HasHeaders
 
 ENVOY_BIN = Path(os.environ.get("ENVOY_BIN", REPO / ".venv" / "bin" / "envoy"))
@@ -103,6 +103,38 @@ class Envoy:
         finally:
             conn.close()
 
+    def connection(self, timeout: float = 10.0) -> "Connection":
+        """A keep-alive connection to the listener (connected at once): its requests all go to
+        the worker that accepted it."""
+        return Connection("127.0.0.1", self.listener_port, timeout)
+
+    def worker_connections(self, attempts: int = 50) -> list["Connection"]:
+        """One keep-alive connection on each worker, so a test can spread requests evenly over
+        workers (whose state is their own). Envoy's per-worker listener counters tell which
+        worker accepted each new connection; those on a worker already held are closed at the
+        end."""
+        prefix = f"listener.127.0.0.1_{self.listener_port}."
+
+        def active() -> dict[str, int]:
+            stats = envoy_stats(self, prefix)
+            return {k.split(".")[0]: v for k, v in stats.items() if k.startswith("worker_") and k.endswith(".downstream_cx_active")}
+
+        held: dict[str, Connection] = {}
+        extra: list[Connection] = []
+        try:
+            for _ in range(attempts):
+                if len(held) == self.concurrency:
+                    return [held[w] for w in sorted(held)]
+                before = active()
+                conn = self.connection()
+                after = wait_until(lambda: (a := active()) != before and a, what="the new connection accepted")
+                [worker] = [w for w, n in after.items() if n > before.get(w, 0)]
+                (extra.append(conn) if worker in held else held.__setitem__(worker, conn))
+            raise AssertionError(f"{attempts} connections reached only workers {sorted(held)}")
+        finally:
+            for conn in extra:
+                conn.close()
+
     def admin(self, path: str) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}{path}", timeout=5) as r:
             return r.read().decode()
@@ -117,6 +149,28 @@ class Envoy:
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float | None:
         """The value of one sample on /stats/prometheus, or None when it is not there."""
         return prometheus_value(self.prometheus(), name, labels or {})
+
+
+class Connection:
+    """One HTTP/1.1 keep-alive connection; `request` as `Envoy.request` does, on it."""
+
+    def __init__(self, host: str, port: int, timeout: float = 10.0):
+        self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+        self._conn.connect()
+
+    def request(self, method: str = "GET", path: str = "/", headers=None, body: bytes | None = None) -> Response:
+        items = list(headers.items() if isinstance(headers, dict) else (headers or []))
+        self._conn.putrequest(method, path, skip_host=any(n.lower() == "host" for n, _ in items), skip_accept_encoding=True)
+        for name, value in items:
+            self._conn.putheader(name, value)
+        if body is not None:
+            self._conn.putheader("content-length", str(len(body)))
+        self._conn.endheaders(body)
+        r = self._conn.getresponse()
+        return Response(r.status, r.getheaders(), r.read())
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 def run_envoy_validate(config_path: Path) -> subprocess.CompletedProcess:

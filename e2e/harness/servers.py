@@ -118,11 +118,13 @@ class Upstream:
     """An HTTP/1.1 server on a free 127.0.0.1 port that records what it receives.
 
     By default it answers 200 with JSON naming itself and echoing the class and features
-    headers; pass `respond` to answer otherwise.
+    headers; pass `respond` to answer otherwise. With `record=False` it keeps nothing (a
+    server left running outside a test).
     """
 
-    def __init__(self, name: str, respond: Responder | None = None, port: int = 0):
+    def __init__(self, name: str, respond: Responder | None = None, port: int = 0, record: bool = True):
         self.name = name
+        self.record = record
         self.respond = respond or self._echo
         self.received: list[Received] = []
         self._lock = threading.Lock()
@@ -147,8 +149,9 @@ class Upstream:
             def _handle(self):
                 body = self._read_body()
                 req = Received(self.command, self.path, list(self.headers.items()), body)
-                with upstream._lock:
-                    upstream.received.append(req)
+                if upstream.record:
+                    with upstream._lock:
+                        upstream.received.append(req)
                 try:
                     status, headers, payload = upstream.respond(req)
                 except ResetConnection:
