@@ -31,12 +31,13 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build check-size oci oci-push istio-manifests noop bench-tools bench panic-probe soak test lint unit wasm-unit e2e run check-manifests microbench microprofile clean fuzz-tools fuzz fuzz-smoke
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build cli check-size oci oci-push istio-manifests noop bench-tools bench panic-probe soak test lint unit wasm-unit e2e run check-manifests microbench microprofile clean fuzz-tools fuzz fuzz-smoke
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
 	@echo "make test     lint, unit tests (native and wasm), e2e tests on a real Envoy"
 	@echo "make build    $(WASM) (wasm-opt'd; make check-size fails over $(WASM_SIZE_LIMIT) bytes)"
+	@echo "make cli      dist/pdctl: check configurations, explain a request's class and mirror decision (docs/pdctl.md)"
 	@echo "make oci      OCI image of the filter in dist/oci (prints its digests)"
 	@echo "make oci-push REGISTRY=host[:port][/path] [TLS_VERIFY=false]  push it"
 	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
@@ -125,15 +126,18 @@ oci-push: oci
 istio-manifests: oci
 	@REGISTRY='$(REGISTRY)' OCI_ENV=dist/oci.env OUT=dist/istio oci/pin-manifests.sh
 
+# The workspace's native targets (the filter and pdctl), then the filter alone on each wasm
+# target: pdctl is a native tool and is never built for wasm.
 lint: toolchain
-	cargo fmt --check
-	cargo clippy --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 -- -D warnings
 	cargo clippy --target wasm32-wasip1 --features panic-probe -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
 
+# The filter's native tests and pdctl's, which run the built binary (pdctl/tests/).
 unit:
-	cargo test
+	cargo test --workspace
 
 wasm-unit: setup
 	$(CARGO_TEST_WASM)
@@ -172,7 +176,16 @@ SOAK_SECONDS ?= 600
 soak: setup build
 	$(PY) e2e/soak.py --seconds $(SOAK_SECONDS) --interval 10 --out target/soak/result.json
 
-e2e: setup build oci panic-probe
+# pdctl, built from the filter's pure modules: `check` and `explain` before anything is pushed
+# (docs/pdctl.md). A native release build; e2e/test_pdctl.py runs it against a real Envoy.
+PDCTL := dist/pdctl
+cli:
+	cargo build --release -p pdctl
+	@mkdir -p dist
+	cp target/release/pdctl $(PDCTL)
+	@echo "$(PDCTL): $$(stat -c %s $(PDCTL)) bytes"
+
+e2e: setup build oci panic-probe cli
 	cd e2e && ../$(PY) -m pytest $(PYTEST_ARGS)
 
 test: setup lint unit fuzz-smoke wasm-unit e2e check-size

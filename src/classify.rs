@@ -125,7 +125,7 @@ impl Classification {
             }
         }
         // Untrusted, or trusted but unusable: classify as if the client had not sent it.
-        let req = req.hiding(&self.header);
+        let req = self.rules_view(headers);
 
         let mut assigned = Vec::new();
         for name in &self.assign_cookies {
@@ -166,9 +166,30 @@ impl Classification {
     pub fn class(&self, id: ClassId) -> Option<&Class> {
         self.classes.get(id)
     }
+
+    /// The request as the rules read it: without the class header, which the client may not
+    /// choose for itself. Public so a tool can evaluate rules one by one as `classify` does.
+    pub fn rules_view<'a>(&'a self, headers: &'a [(String, Vec<u8>)]) -> Request<'a> {
+        Request::new(headers).hiding(&self.header)
+    }
+
+    /// The headers the filter writes for `class`: the class header and the features header,
+    /// `None` for a header it removes. The primary's request and the mirror's copy get both.
+    pub fn class_headers(&self, class: ClassId) -> [(&str, Option<&[u8]>); 2] {
+        let class = self.class(class);
+        [
+            (self.header.as_str(), class.map(|c| c.name.as_bytes())),
+            (
+                self.features_header.as_str(),
+                class.and_then(|c| c.features.as_deref()).map(str::as_bytes),
+            ),
+        ]
+    }
 }
 
-fn holds(cond: &Condition, req: &Request<'_>, assigned: &[(String, String)]) -> bool {
+/// Whether `cond` holds for `req` (a [`Classification::rules_view`]); `assigned` as in
+/// [`Outcome::assigned`].
+pub fn holds(cond: &Condition, req: &Request<'_>, assigned: &[(String, String)]) -> bool {
     match cond {
         Condition::Match {
             part,

@@ -36,6 +36,14 @@ impl Matcher {
         Matcher { kind, ignore_case }
     }
 
+    pub fn kind(&self) -> &StringMatch {
+        &self.kind
+    }
+
+    pub fn ignore_case(&self) -> bool {
+        self.ignore_case
+    }
+
     /// Whether the matcher holds for a value that may be absent.
     pub fn matches(&self, value: Option<&[u8]>) -> bool {
         match (&self.kind, value) {

@@ -48,16 +48,7 @@ impl Http {
         let Some(runtime) = &plugin.mirror else {
             return;
         };
-        let classification = &plugin.config.classification;
-        let class_value = classification.class(class).map(|c| c.name.as_bytes());
-        let features = classification
-            .class(class)
-            .and_then(|c| c.features.as_deref())
-            .map(str::as_bytes);
-        let class_headers = [
-            (classification.header.as_str(), class_value),
-            (classification.features_header.as_str(), features),
-        ];
+        let class_headers = plugin.config.classification.class_headers(class);
         let request = Request {
             headers,
             class,
