@@ -518,7 +518,7 @@ fn reason(
         Decision::HeaderNotUtf8 => {
             "a header of the copy is not UTF-8, and the callout carries text headers only".into()
         }
-        Decision::Overloaded | Decision::DispatchFailed => {
+        Decision::Overloaded | Decision::DispatchFailed | Decision::RateLimited => {
             "decided at run time, never from the headers alone".into()
         }
     }
