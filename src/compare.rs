@@ -23,7 +23,7 @@ use crate::decode;
 use crate::endpoint::Templates;
 use crate::json_diff::{self, IgnorePattern};
 use crate::label::label_enum;
-use crate::noise::{self, header_element};
+use crate::noise::{self, header_element, Judgement};
 
 /// `compare.body` in the config, by these names in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -251,6 +251,20 @@ impl Answer {
     }
 }
 
+impl Answer {
+    /// A whole recorded response, captured as the stream captures one (its body in one
+    /// chunk): for a tool or a test that has the answer at once rather than as it streams.
+    pub fn from_response(spec: &CompareSpec, headers: &[(String, Vec<u8>)], body: &[u8]) -> Answer {
+        let mut capture = BodyCapture::for_headers(spec, headers);
+        if capture.wants(body.len()) {
+            capture.push(body);
+        } else {
+            capture.skip(body.len());
+        }
+        Answer::from_headers(spec, headers, capture.finish())
+    }
+}
+
 /// `content-encoding`, empty for none or `identity`.
 fn content_encoding(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
     let value = header(headers, "content-encoding").unwrap_or_default();
@@ -382,6 +396,28 @@ impl Differences {
 
     fn room(&self) -> usize {
         MAX_DIFFERENCES.saturating_sub(self.list.len())
+    }
+}
+
+/// The verdict on a canary judged against the baseline: `judgement` is the noise learner's
+/// on `judged.elements()` (src/noise.rs `judge`). Agreement (a match, or differences only on
+/// noise) is `skipped` when the bodies were not compared; a mismatch is the first element that
+/// is not noise, returned with it for the log line.
+pub fn judged_verdict(judged: &Differences, judgement: Judgement<'_>) -> (Verdict, Option<String>) {
+    let agreed = |outcome| match &judged.body_skipped {
+        Some(why) => Verdict::new(Outcome::Skipped, why.clone()),
+        None => Verdict::new(outcome, ""),
+    };
+    match judgement {
+        Judgement::Match => (agreed(Outcome::Match), None),
+        Judgement::Noise => (agreed(Outcome::Noise), None),
+        Judgement::Mismatch { index, .. } => match judged.list.get(index) {
+            Some(d) => (
+                Verdict::new(d.outcome, d.detail.clone()),
+                Some(d.element.clone()),
+            ),
+            None => (judged.verdict(), None),
+        },
     }
 }
 
@@ -575,6 +611,67 @@ mod tests {
             let ca = answer(spec, c.0, &c.1, &c.2);
             let v = compare(spec, &pa, &ca);
             assert_eq!(v, Verdict::new(outcome, detail), "{p:?} vs {c:?}");
+        }
+    }
+
+    #[test]
+    fn judged_verdicts() {
+        let s = spec(BodyMode::Json, &[], 16);
+        let ok =
+            |body: &[u8]| Answer::from_response(&s, &[(":status".into(), b"200".to_vec())], body);
+        let found = differences(&s, &ok(br#"{"a":1,"b":1}"#), &ok(br#"{"a":2,"b":2}"#));
+        let skipped = differences(&s, &ok(b"{}"), &ok(br#"{"longer_key":1.5}"#));
+        let cut = Differences::default();
+        let a = "body /a: 1 vs 2";
+        let b = "body /b: 1 vs 2";
+        let over = "body of 18 bytes is over compare.max_body_bytes (16)";
+        // (differences, judgement) -> (result, detail, element)
+        type Case<'a> = (
+            &'a Differences,
+            Judgement<'a>,
+            (Outcome, &'a str, Option<&'a str>),
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            (&found, Judgement::Mismatch { index: 0, element: "/a" }, (Outcome::BodyMismatch, a, Some("/a"))),
+            (&found, Judgement::Mismatch { index: 1, element: "/b" }, (Outcome::BodyMismatch, b, Some("/b"))),
+            (&found, Judgement::Noise, (Outcome::Noise, "", None)),
+            (&cut, Judgement::Match, (Outcome::Match, "", None)),
+            (&cut, Judgement::Mismatch { index: 3, element: "/x" }, (Outcome::Match, "", None)),
+            // Agreement on what was compared, but the bodies were not: not a match.
+            (&skipped, Judgement::Match, (Outcome::Skipped, over, None)),
+            (&skipped, Judgement::Noise, (Outcome::Skipped, over, None)),
+        ];
+        for (d, judgement, (outcome, detail, element)) in cases {
+            let (v, e) = judged_verdict(d, judgement);
+            assert_eq!(v, Verdict::new(outcome, detail), "{judgement:?}");
+            assert_eq!(e.as_deref(), element, "{judgement:?}");
+        }
+    }
+
+    /// A recorded answer, in one piece, is captured as one that streams.
+    #[test]
+    fn answers_from_whole_responses() {
+        let doc = br#"{"id":42}"#;
+        for mode in [BodyMode::Bytes, BodyMode::Json, BodyMode::None] {
+            for (encoding, body, limit) in [
+                (None, doc.to_vec(), 64),
+                (None, doc.to_vec(), 4),
+                (Some("gzip"), gzip(doc), 64),
+                (Some("deflate"), deflate(doc), 64),
+                (Some("gzip"), gzip(doc), 4),
+            ] {
+                let s = spec(mode, &[], limit);
+                let mut h = vec![(":status".to_string(), b"200".to_vec())];
+                if let Some(e) = encoding {
+                    h.push(("content-encoding".to_string(), e.as_bytes().to_vec()));
+                }
+                assert_eq!(
+                    Answer::from_response(&s, &h, &body),
+                    streamed(&s, encoding, &body),
+                    "{mode:?} {encoding:?} {limit}"
+                );
+            }
         }
     }
 

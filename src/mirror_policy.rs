@@ -352,6 +352,22 @@ impl Mirror {
         };
         [host, suffix, port].concat()
     }
+
+    /// The decision on a request and, when it is mirrored, the copy's headers: [`Mirror::decide`]
+    /// then [`Mirror::copy_headers`], the calls the stream code makes in this order (with the
+    /// run-time checks, rate limit and pending copies, after them). A tool explaining a request
+    /// gets the filter's answer from this one call. With a baseline, its copy is this same copy.
+    pub fn plan(
+        &self,
+        headers: &[(String, Vec<u8>)],
+        class: ClassId,
+        assigned: &[(String, String)],
+        class_headers: &[(&str, Option<&[u8]>)],
+        draw: impl FnOnce() -> Option<u32>,
+    ) -> Result<Vec<(String, String)>, Decision> {
+        self.decide(headers, class, assigned, draw)?;
+        self.copy_headers(headers.to_vec(), class_headers)
+    }
 }
 
 #[cfg(test)]
@@ -623,6 +639,32 @@ mod tests {
         }
         m.authority_suffix.clear();
         assert_eq!(m.shadow_authority(b"api:80"), b"api:80");
+    }
+
+    #[test]
+    fn plan_is_decide_then_copy() {
+        let m = mirror();
+        let class_headers: &[(&str, Option<&[u8]>)] = &[("x-user-class", Some(b"beta"))];
+        // (method, extra headers) -> the plan
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a [u8])], Result<usize, Decision>);
+        let cases: &[Case] = &[
+            ("GET", &[], Ok(5)),
+            ("POST", &[], Err(Decision::NotIdempotent)),
+            ("GET", &[("x-mirror", b"1")], Err(Decision::IsMirror)),
+            ("GET", &[("cookie", b"\xff")], Err(Decision::HeaderNotUtf8)),
+        ];
+        for (method, extra, want) in cases {
+            let h: Vec<(String, Vec<u8>)> = headers(method, "/a", &[])
+                .into_iter()
+                .chain(extra.iter().map(|(n, v)| (n.to_string(), v.to_vec())))
+                .collect();
+            let plan = m.plan(&h, 0, &[], class_headers, || Some(0));
+            let separate = m
+                .decide(&h, 0, &[], || Some(0))
+                .and_then(|()| m.copy_headers(h.clone(), class_headers));
+            assert_eq!(plan, separate, "{method} {extra:?}");
+            assert_eq!(plan.map(|c| c.len()), *want, "{method} {extra:?}");
+        }
     }
 
     #[test]

@@ -859,21 +859,7 @@ impl<H: Host> MirrorSession<H> {
         for (d, kind) in judged.list.iter().zip(kinds) {
             self.count_difference(endpoint, &d.element, kind);
         }
-        let agreed = |outcome| match &judged.body_skipped {
-            Some(why) => Verdict::new(Outcome::Skipped, why.clone()),
-            None => Verdict::new(outcome, ""),
-        };
-        match judgement {
-            Judgement::Match => (agreed(Outcome::Match), None),
-            Judgement::Noise => (agreed(Outcome::Noise), None),
-            Judgement::Mismatch { index, .. } => match judged.list.get(index) {
-                Some(d) => (
-                    Verdict::new(d.outcome, d.detail.clone()),
-                    Some(d.element.clone()),
-                ),
-                None => (judged.verdict(), None),
-            },
-        }
+        compare::judged_verdict(judged, judgement)
     }
 
     /// +1 on `differences_total` for one element, defining its series the first time, or
