@@ -1,19 +1,19 @@
 //! `pdctl explain`: one request through the filter's decisions, each made by the function the
 //! filter calls (`Classification::classify`, `classify::holds`, `Request::bucket_id`,
-//! `bucket`, `Mirror::decide`, `Mirror::copy_headers`), then said in words.
+//! `bucket`, `Mirror::plan`: `decide` then `copy_headers`), then said in words.
 
 use std::cell::Cell;
 use std::path::PathBuf;
 
 use progressive_delivery::bucket::{bucket_of, in_cohort};
 use progressive_delivery::classify::{self, Classification, Condition, Outcome, Source};
-use progressive_delivery::config::{self, Config};
+use progressive_delivery::config::Config;
 use progressive_delivery::mirror_policy::{Decision, Mirror, SAMPLE_SEED};
 use progressive_delivery::request::Request;
 use serde::Serialize;
 
 use crate::describe;
-use crate::source::{self, Found};
+use crate::source;
 use crate::{Format, Output};
 
 pub const EXAMPLES: &str = "\
@@ -122,91 +122,37 @@ struct MirrorResult {
     random: bool,
     /// With --show-copy, for a mirrored request: the copy's headers, in order.
     copy: Option<Vec<(String, String)>>,
+    /// `null` without `mirror.baseline`.
+    baseline: Option<BaselineCopy>,
+}
+
+#[derive(Serialize)]
+struct BaselineCopy {
+    cluster: String,
+    /// `baseline.percent`.
+    percent: String,
+    /// Which mirrored requests get a baseline copy.
+    share: String,
+    /// With --show-copy, for a mirrored request: the baseline's copy, the canary's identical.
+    copy: Option<Vec<(String, String)>>,
 }
 
 pub fn run(args: &Args) -> Output {
-    let found = match select(args) {
-        Ok(f) => f,
+    let (label, config) = match source::configuration(&args.config, args.name.as_deref()) {
+        Ok(found) => found,
         Err(e) => return e,
-    };
-    let bytes = match &found.config {
-        Ok(b) => b.clone(),
-        Err(wrong) => {
-            return Output::fail(
-                1,
-                format!("{}: {}: {}", found.label(), wrong.path, wrong.message),
-            )
-        }
-    };
-    let config = match config::parse(&bytes) {
-        Ok(c) => c,
-        Err(errors) => {
-            let mut out = Output::code(1);
-            for e in errors.iter() {
-                out.err(format!("{}: invalid configuration: {e}", found.label()));
-            }
-            return out;
-        }
     };
     let headers = match request_headers(args) {
         Ok(h) => h,
         Err(e) => return Output::fail(2, e),
     };
-    let explanation = explain(&found.label(), &config, &headers, args);
+    let explanation = explain(&label, &config, &headers, args);
     let mut out = Output::code(0);
     match args.format {
         Format::Json => out.json(&explanation),
         Format::Text => text(&explanation, &mut out),
     }
     out
-}
-
-/// The one configuration to explain with.
-fn select(args: &Args) -> Result<Found, Output> {
-    let mut found = Vec::new();
-    for entry in source::expand(std::slice::from_ref(&args.config)) {
-        let file =
-            entry.map_err(|(path, e)| Output::fail(2, format!("{}: {e}", path.display())))?;
-        let more =
-            source::load(&file).map_err(|e| Output::fail(2, format!("{}: {e}", file.display())))?;
-        found.extend(more);
-    }
-    let all: Vec<String> = found.iter().filter_map(|f| f.name.clone()).collect();
-    if let Some(name) = &args.name {
-        found.retain(|f| f.name.as_deref() == Some(name.as_str()));
-        if found.is_empty() {
-            return Err(Output::fail(
-                2,
-                format!(
-                    "{}: no configuration named {name:?}; the names there: {}",
-                    args.config.display(),
-                    if all.is_empty() {
-                        "none".to_string()
-                    } else {
-                        all.join(", ")
-                    }
-                ),
-            ));
-        }
-    }
-    match found.len() {
-        0 => Err(Output::fail(
-            2,
-            format!(
-                "{}: no plugin configuration: expected a JSON configuration, a WasmPlugin, or an Envoy config with an envoy.filters.http.wasm filter",
-                args.config.display()
-            ),
-        )),
-        1 => Ok(found.remove(0)),
-        n => Err(Output::fail(
-            2,
-            format!(
-                "{}: {n} configurations ({}); pick one with --name, or name its file",
-                args.config.display(),
-                found.iter().map(Found::label).collect::<Vec<_>>().join("; ")
-            ),
-        )),
-    }
 }
 
 /// The request headers as Envoy hands them to the filter: pseudo-headers from the method and
@@ -404,21 +350,49 @@ fn mirror(
         Some(0)
     };
     let class_headers = c.class_headers(outcome.class);
-    let decided = m
-        .decide(headers, outcome.class, &outcome.assigned, draw)
-        .and_then(|()| m.copy_headers(headers.to_vec(), &class_headers));
+    let decided = m.plan(
+        headers,
+        outcome.class,
+        &outcome.assigned,
+        &class_headers,
+        draw,
+    );
     let random = drew.get();
     let decision = match &decided {
         Ok(_) => Decision::Mirrored,
         Err(d) => *d,
     };
     let reason = reason(m, c, outcome, headers, decision, random);
+    let copy = decided.ok().filter(|_| show_copy);
+    let baseline = m.baseline.as_ref().map(|b| BaselineCopy {
+        cluster: b.cluster.clone(),
+        percent: describe::percent(b.basis_points),
+        share: baseline_share(b.basis_points),
+        copy: copy.clone(),
+    });
     MirrorResult {
         decision: decision.as_str(),
         reason,
         random,
-        copy: decided.ok().filter(|_| show_copy),
+        copy,
+        baseline,
     }
+}
+
+/// Which mirrored requests also go to the baseline: the session's share of `basis_points` in
+/// turn on each worker (src/mirror_session.rs `baseline_sampled`), not a draw per request.
+fn baseline_share(basis_points: u32) -> String {
+    let all = progressive_delivery::bucket::BUCKETS;
+    if basis_points >= all {
+        return "every mirrored request".to_string();
+    }
+    if basis_points == 0 {
+        return "no request (baseline.percent is 0)".to_string();
+    }
+    format!(
+        "{}% of the mirrored requests, taken in turn on each worker (not by user)",
+        describe::percent(basis_points)
+    )
 }
 
 fn list(items: impl IntoIterator<Item = impl AsRef<str>>) -> String {
@@ -615,6 +589,28 @@ fn text(e: &Explanation, out: &mut Output) {
                 out.line("copy         the headers the canary receives (and Envoy's own, e.g. x-request-id)");
                 for (n, v) in copy {
                     out.line(format!("  {n}: {v}"));
+                }
+            }
+            if let Some(b) = &m.baseline {
+                if m.decision == Decision::Mirrored.as_str() {
+                    out.line(format!(
+                        "baseline     cluster {:?} gets the identical copy for {} (baseline.percent {})",
+                        b.cluster, b.share, b.percent
+                    ));
+                } else {
+                    out.line(format!(
+                        "baseline     cluster {:?}: no copy, the request is not mirrored",
+                        b.cluster
+                    ));
+                }
+                if let Some(copy) = &b.copy {
+                    out.line(format!(
+                        "baseline copy  the headers cluster {:?} receives: the canary's copy, identical",
+                        b.cluster
+                    ));
+                    for (n, v) in copy {
+                        out.line(format!("  {n}: {v}"));
+                    }
                 }
             }
         }

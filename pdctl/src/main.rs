@@ -6,6 +6,7 @@
 mod bucket;
 mod check;
 mod describe;
+mod diff;
 mod explain;
 mod source;
 mod yaml;
@@ -19,7 +20,9 @@ const EXAMPLES: &str = "\
 Examples:
   pdctl check istio/ envoy.yaml
   pdctl explain --config envoy.yaml -H 'x-beta: true' http://shop.example/api/cart
-  pdctl bucket --seed checkout-v2 --percent 5 alice bob";
+  pdctl bucket --seed checkout-v2 --percent 5 alice bob
+  pdctl diff --config envoy.yaml primary.txt canary.txt --baseline baseline.txt
+  pdctl report --prometheus http://localhost:9090 --canary canary --html report.html";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -41,6 +44,8 @@ enum Command {
     Explain(explain::Args),
     /// Show the sticky bucket of user ids, and whether they fall in a cohort
     Bucket(bucket::Args),
+    /// Compare recorded answers as the filter does: the result and every difference
+    Diff(diff::Args),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,6 +112,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Bucket(args) => bucket::run(args),
+        Command::Diff(args) => diff::run(args),
     };
     // Nothing to do about a closed stdout or stderr but stop; the status still tells.
     let _ = std::io::stdout().lock().write_all(out.stdout.as_bytes());

@@ -9,9 +9,11 @@
 
 use std::path::{Path, PathBuf};
 
+use progressive_delivery::config::Config;
 use serde_json::Value;
 
 use crate::yaml;
+use crate::Output;
 
 pub const WASM_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
 const STRING_VALUE_TYPE: &str = "type.googleapis.com/google.protobuf.StringValue";
@@ -281,5 +283,79 @@ fn filter_configuration(wasm: &Value, wasm_path: &str) -> Result<Vec<u8>, Wrong>
                 "must be a string (the configuration's JSON text); Envoy refuses anything else"
                     .into(),
         }),
+    }
+}
+
+/// The configuration to work with, parsed by the filter's parser, and where it was found.
+/// Errors are the output to give: status 2 for a file or a name that cannot be used, 1 for an
+/// invalid configuration (each of the filter's messages).
+pub fn configuration(config: &Path, name: Option<&str>) -> Result<(String, Config), Output> {
+    let found = select(config, name)?;
+    let bytes = match &found.config {
+        Ok(b) => b.clone(),
+        Err(wrong) => {
+            return Err(Output::fail(
+                1,
+                format!("{}: {}: {}", found.label(), wrong.path, wrong.message),
+            ))
+        }
+    };
+    match progressive_delivery::config::parse(&bytes) {
+        Ok(c) => Ok((found.label(), c)),
+        Err(errors) => {
+            let mut out = Output::code(1);
+            for e in errors.iter() {
+                out.err(format!("{}: invalid configuration: {e}", found.label()));
+            }
+            Err(out)
+        }
+    }
+}
+
+/// The one configuration in `config` (a file or a directory), picked by `name` when there are
+/// several.
+fn select(config: &Path, name: Option<&str>) -> Result<Found, Output> {
+    let mut found = Vec::new();
+    for entry in expand(&[config.to_path_buf()]) {
+        let file =
+            entry.map_err(|(path, e)| Output::fail(2, format!("{}: {e}", path.display())))?;
+        let more = load(&file).map_err(|e| Output::fail(2, format!("{}: {e}", file.display())))?;
+        found.extend(more);
+    }
+    let all: Vec<String> = found.iter().filter_map(|f| f.name.clone()).collect();
+    if let Some(name) = name {
+        found.retain(|f| f.name.as_deref() == Some(name));
+        if found.is_empty() {
+            return Err(Output::fail(
+                2,
+                format!(
+                    "{}: no configuration named {name:?}; the names there: {}",
+                    config.display(),
+                    if all.is_empty() {
+                        "none".to_string()
+                    } else {
+                        all.join(", ")
+                    }
+                ),
+            ));
+        }
+    }
+    match found.len() {
+        0 => Err(Output::fail(
+            2,
+            format!(
+                "{}: no plugin configuration: expected a JSON configuration, a WasmPlugin, or an Envoy config with an envoy.filters.http.wasm filter",
+                config.display()
+            ),
+        )),
+        1 => Ok(found.remove(0)),
+        n => Err(Output::fail(
+            2,
+            format!(
+                "{}: {n} configurations ({}); pick one with --name, or name its file",
+                config.display(),
+                found.iter().map(Found::label).collect::<Vec<_>>().join("; ")
+            ),
+        )),
     }
 }
