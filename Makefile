@@ -37,7 +37,7 @@ help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
 	@echo "make test     lint, unit tests (native and wasm), e2e tests on a real Envoy"
 	@echo "make build    $(WASM) (wasm-opt'd; make check-size fails over $(WASM_SIZE_LIMIT) bytes)"
-	@echo "make cli      dist/pdctl: check configurations, explain a request's class and mirror decision (docs/pdctl.md)"
+	@echo "make cli      dist/pdctl: check configurations, explain a request, diff answers, report a rollout (docs/pdctl.md)"
 	@echo "make oci      OCI image of the filter in dist/oci (prints its digests)"
 	@echo "make oci-push REGISTRY=host[:port][/path] [TLS_VERIFY=false]  push it"
 	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
@@ -73,7 +73,8 @@ wasm-bindgen-runner:
 
 # node runs the wasm-bindgen tests; curl sends the e2e tests' HTTP/2 requests; umoci builds
 # the OCI image, skopeo pushes and pulls it, docker-registry is the e2e tests' registry,
-# prometheus runs the Flagger and Argo query tests, h2load (nghttp2-client) the load tests (faults, soak).
+# prometheus runs the Flagger and Argo query tests, h2load (nghttp2-client) the load tests (faults, soak),
+# chromium opens pdctl report's HTML page headless (e2e/test_pdctl.py).
 # In a container without an init system the Debian packages start no service; the tests start
 # their own on free 127.0.0.1 ports either way.
 system-tools:
@@ -85,6 +86,7 @@ system-tools:
 	command -v docker-registry >/dev/null || missing="$$missing docker-registry"; \
 	command -v prometheus >/dev/null || missing="$$missing prometheus"; \
 	command -v h2load >/dev/null || missing="$$missing nghttp2-client"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
 # wasm-opt (Debian's binaryen) for `make build`; on its own so a build needs no other system tool.
@@ -176,8 +178,9 @@ SOAK_SECONDS ?= 600
 soak: setup build
 	$(PY) e2e/soak.py --seconds $(SOAK_SECONDS) --interval 10 --out target/soak/result.json
 
-# pdctl, built from the filter's pure modules: `check` and `explain` before anything is pushed
-# (docs/pdctl.md). A native release build; e2e/test_pdctl.py runs it against a real Envoy.
+# pdctl, built from the filter's pure modules: `check`, `explain` and `diff` before anything is
+# pushed, `report` during a rollout (docs/pdctl.md). A native release build; e2e/test_pdctl.py
+# runs it against a real Envoy and a real Prometheus.
 PDCTL := dist/pdctl
 cli:
 	cargo build --release -p pdctl

@@ -8,6 +8,8 @@ mod check;
 mod describe;
 mod diff;
 mod explain;
+mod html;
+mod report;
 mod source;
 mod yaml;
 
@@ -46,6 +48,8 @@ enum Command {
     Bucket(bucket::Args),
     /// Compare recorded answers as the filter does: the result and every difference
     Diff(diff::Args),
+    /// The rollout review from Prometheus: decisions, results, mismatch ratio, endpoints, latency
+    Report(report::Args),
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,6 +117,7 @@ fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Bucket(args) => bucket::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Report(args) => report::run(args),
     };
     // Nothing to do about a closed stdout or stderr but stop; the status still tells.
     let _ = std::io::stdout().lock().write_all(out.stdout.as_bytes());
