@@ -157,6 +157,32 @@ def assert_copy(what: str, got: harness.Received, want: list[list[str]], body: b
 
 
 
+def test_explain_shows_the_baseline_copy(pdctl, envoy, upstream, tmp_path):
+    """With mirror.baseline, the copy the baseline receives is the one pdctl printed for it."""
+    ups = {role: upstream(role) for role in ("primary", "canary", "baseline")}
+    config = {"mirror": {"cluster": "canary", "baseline": {"cluster": "baseline", "percent": 100}, "remove_headers": ["authorization"]}}
+    (tmp_path / "cfg.json").write_text(json.dumps(config))
+    e = envoy(harness.bootstrap(
+        http_filters=[harness.wasm_filter(config), harness.ROUTER],
+        routes=[{"match": {"prefix": "/"}, "route": {"cluster": "primary"}}],
+        clusters=[harness.static_cluster(n, u.port) for n, u in ups.items()],
+    ))
+    headers = [("host", HOST), ("authorization", "Bearer t"), ("x-tag", "1")]
+    args = [pdctl, "explain", "--config", str(tmp_path / "cfg.json"), "--show-copy", "--format", "json"]
+    for name, value in headers:
+        args += ["-H", f"{name}: {value}"]
+    r = subprocess.run([*args, f"http://{HOST}/api/items"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    x = json.loads(r.stdout)["mirror"]
+    assert x["baseline"]["cluster"] == "baseline" and x["baseline"]["share"] == "every mirrored request"
+    assert x["baseline"]["copy"] == x["copy"]
+    assert e.request("GET", "/api/items", headers).status == 200
+    for role in ("canary", "baseline"):
+        harness.wait_until(lambda: ups[role].received, 10, what=f"the {role}'s copy")
+        [got] = ups[role].take()
+        assert_copy(role, got, x["baseline"]["copy"], None)
+
+
 # ---------------------------------------------------------------------------------------------
 # diff: recorded answers compared by pdctl and by the filter on a real Envoy
 

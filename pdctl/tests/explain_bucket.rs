@@ -486,3 +486,47 @@ fn every_subcommand_has_help_with_an_example() {
         .code(2)
         .stderr(predicate::str::contains("--config <FILE>"));
 }
+
+#[test]
+fn explain_shows_the_baseline_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    // (baseline.percent, the share printed)
+    #[rustfmt::skip]
+    let cases = [
+        ("100", "every mirrored request"),
+        ("50", "50% of the mirrored requests, taken in turn on each worker (not by user)"),
+        ("0", "no request (baseline.percent is 0)"),
+    ];
+    for (percent, share) in cases {
+        let cfg = dir.path().join("cfg.json");
+        std::fs::write(
+            &cfg,
+            format!(r#"{{"mirror": {{"cluster": "canary", "baseline": {{"cluster": "primary", "percent": {percent}}}}}}}"#),
+        )
+        .unwrap();
+        let out = cargo_bin_cmd!("pdctl")
+            .arg("explain")
+            .arg("--config")
+            .arg(&cfg)
+            .args(["--show-copy", "--format", "json", "http://a.example/x"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0));
+        let m = &serde_json::from_slice::<Value>(&out.stdout).unwrap()["mirror"];
+        assert_eq!(m["baseline"]["cluster"], "primary");
+        assert_eq!(m["baseline"]["share"], share);
+        assert_eq!(m["baseline"]["copy"], m["copy"]);
+        assert_eq!(m["copy"][0], json!([":authority", "a.example-shadow"]));
+    }
+    // Not mirrored: no copy for either.
+    cargo_bin_cmd!("pdctl")
+        .arg("explain")
+        .arg("--config")
+        .arg(dir.path().join("cfg.json"))
+        .args(["--show-copy", "-X", "POST", "http://a.example/x"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(
+            "baseline     cluster \"primary\": no copy, the request is not mirrored",
+        ));
+}
