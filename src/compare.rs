@@ -479,8 +479,12 @@ pub fn differences(spec: &CompareSpec, a: &Answer, b: &Answer) -> Differences {
             format!("status {} vs {}", a.status, b.status),
         );
     }
+    // A call that failed sends no messages: when the two statuses differ, the bodies differ
+    // because of it, and are not compared (nor counted as elements of their own).
+    let mut bodies = true;
     if let (Some((x, xm)), Some((y, ym))) = (&a.grpc, &b.grpc) {
         if x != y {
+            bodies = false;
             let messages = if xm.is_none() && ym.is_none() {
                 String::new()
             } else {
@@ -504,7 +508,9 @@ pub fn differences(spec: &CompareSpec, a: &Answer, b: &Answer) -> Differences {
             );
         }
     }
-    body_differences(spec, a, b, &mut out);
+    if bodies {
+        body_differences(spec, a, b, &mut out);
+    }
     out
 }
 
@@ -1055,7 +1061,8 @@ mod tests {
             let found = differences(spec, &side(&p), &side(&c));
             assert_eq!(found.verdict(), Verdict::new(outcome, detail), "{what}");
         }
-        // The elements are field-number pointers and `grpc-status`.
+        // The elements are field-number pointers and `grpc-status`; bodies are not compared
+        // when the statuses differ.
         let a = Answer::from_grpc(
             &protobuf,
             &pairs(&[(":status", "200")]),
@@ -1068,10 +1075,14 @@ mod tests {
             &pairs(&[("grpc-status", "1")]),
             Body::Kept(cheaper.clone()),
         );
-        assert_eq!(
-            differences(&protobuf, &a, &b).elements(),
-            ["grpc-status", "/2/1"]
+        assert_eq!(differences(&protobuf, &a, &b).elements(), ["grpc-status"]);
+        let c = Answer::from_grpc(
+            &protobuf,
+            &pairs(&[(":status", "200")]),
+            &pairs(ok),
+            Body::Kept(cheaper.clone()),
         );
+        assert_eq!(differences(&protobuf, &a, &c).elements(), ["/2/1"]);
     }
 
     /// `protobuf` mode on an answer that is not gRPC: its body is one message.
