@@ -537,7 +537,8 @@ fn body_differences(spec: &CompareSpec, a: &Answer, b: &Answer, out: &mut Differ
         }
         (Body::Kept(x), Body::Kept(y)) if spec.body == BodyMode::Protobuf => {
             if x != y {
-                protobuf_differences(spec, &[x], &[y], out);
+                // As one message, the same type as a gRPC body's: one copy of the walker.
+                protobuf_differences(spec, std::slice::from_ref(x), std::slice::from_ref(y), out);
             }
         }
         (Body::Kept(x), Body::Kept(y)) => json_differences(spec, x, y, out),
@@ -581,12 +582,7 @@ fn json_differences(spec: &CompareSpec, x: &[u8], y: &[u8], out: &mut Difference
     );
 }
 
-fn protobuf_differences<M: AsRef<[u8]>>(
-    spec: &CompareSpec,
-    x: &[M],
-    y: &[M],
-    out: &mut Differences,
-) {
+fn protobuf_differences(spec: &CompareSpec, x: &[Vec<u8>], y: &[Vec<u8>], out: &mut Differences) {
     let found = protobuf_diff::all_differences(x, y, &spec.protobuf_ignore, out.room());
     for d in found.differences {
         out.push(
