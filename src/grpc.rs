@@ -539,7 +539,16 @@ pub fn status(headers: &[(String, Vec<u8>)], trailers: &[(String, Vec<u8>)]) -> 
             Some(code) => Status::Code(code),
             None => Status::Invalid(cut(&String::from_utf8_lossy(one))),
         },
-        several => Status::Invalid(cut(&String::from_utf8_lossy(&several.join(&b", "[..])))),
+        several => {
+            let mut text = String::new();
+            for (i, value) in several.iter().enumerate() {
+                if i > 0 {
+                    text.push_str(", ");
+                }
+                text.push_str(&String::from_utf8_lossy(value));
+            }
+            Status::Invalid(cut(&text))
+        }
     }
 }
 

@@ -674,7 +674,10 @@ fn write_value(out: &mut String, value: &Value<'_>, depth: usize, budget: &mut u
         Value::Fixed32(bits) => {
             let f = f32::from_bits(bits);
             if f.is_normal() || f == 0.0 {
-                write!(out, "{f:?}")
+                // As the f64 it is exactly: 12.5 reads 12.5, 0.1 its true value
+                // 0.10000000149011612. Formatting f32 itself would link a second copy of
+                // core's float formatting, 4 KB of the module's size budget, for log text.
+                write!(out, "{:?}", f64::from(f))
             } else {
                 write_integer(out, u64::from(bits), 32)
             }
