@@ -98,6 +98,9 @@ binaryen:
 # ~1 KB smaller).
 CARGO_HOME ?= $(HOME)/.cargo
 REMAP_PATHS := $(foreach dir,$(wildcard $(CARGO_HOME)/registry/src/*/),--remap-path-prefix=$(dir)=)
+# sha2's compact software SHA-256 (its documented backend switch): the same digests from a
+# loop instead of unrolled rounds, 7 KB less module for a hash taken once per bucketed request.
+WASM_RUSTFLAGS := $(REMAP_PATHS) --cfg sha2_backend_soft=\"compact\"
 
 # rustc's output still has about a fifth that binaryen's whole-module passes remove
 # (merging functions that differ only in constants first, then -Oz until it stops
@@ -105,7 +108,7 @@ REMAP_PATHS := $(foreach dir,$(wildcard $(CARGO_HOME)/registry/src/*/),--remap-p
 # "debuginfo") so wasm-opt reads the enabled wasm features from the module itself; the
 # output keeps neither.
 build: toolchain binaryen
-	RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1
+	RUSTFLAGS="$${RUSTFLAGS:-} $(WASM_RUSTFLAGS)" cargo build --release --target wasm32-wasip1
 	@mkdir -p dist
 	wasm-opt --merge-similar-functions -Oz --converge \
 	  --strip-debug --strip-producers --strip-target-features \
@@ -165,7 +168,7 @@ bench: setup build noop bench-tools
 # the shipped build's output.
 PANIC_PROBE_WASM := target/panic-probe/progressive_delivery_panic_probe.wasm
 panic-probe: toolchain binaryen
-	RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1 \
+	RUSTFLAGS="$${RUSTFLAGS:-} $(WASM_RUSTFLAGS)" cargo build --release --target wasm32-wasip1 \
 	  --features panic-probe --target-dir target/panic-probe
 	wasm-opt --merge-similar-functions -Oz --converge \
 	  --strip-debug --strip-producers --strip-target-features \

@@ -18,6 +18,13 @@ filter's timeout for 60 s and samples Envoy's RSS.
 primary (another timestamp and request id), which gets a copy of every mirrored request and
 against which the canary is judged, noise set aside.
 
+`grpc_mirror` and `grpc_native_mirror` are the same comparison for gRPC, over HTTP/2 only: a
+unary call (`/bench.v1.Catalog/GetProduct`, a 1 KB request message sent by h2load with
+`content-type: application/grpc` and `te: trailers`) mirrored by the filter (method declared,
+`compare.body: protobuf`) or by Envoy's `request_mirror_policies`. The gRPC upstream is Envoy
+too: a `direct_response` of a 1 KB protobuf message behind the `grpc_http1_reverse_bridge`
+filter, which frames it and adds the `grpc-status` trailer, so the answers are real gRPC.
+
 Results go to bench/results.json (every run, the medians, ratios and targets) and the table
 to stdout. Numbers are only comparable within one run: these machines are noisy.
 """
@@ -25,6 +32,7 @@ to stdout. Numbers are only comparable within one run: these machines are noisy.
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import platform
@@ -44,8 +52,9 @@ sys.path.insert(0, str(REPO / "e2e"))
 import harness  # noqa: E402
 
 NOOP_WASM = REPO / "target" / "noop" / "wasm32-wasip1" / "release" / "noop_filter.wasm"
-SCENARIOS = ["none", "noop", "native_mirror", "classify", "mirror_bytes", "mirror_json", "mirror_json_baseline"]
-MIRROR_SCENARIOS = ("mirror_bytes", "mirror_json", "mirror_json_baseline")
+SCENARIOS = ["none", "noop", "native_mirror", "classify", "mirror_bytes", "mirror_json", "mirror_json_baseline", "grpc_native_mirror", "grpc_mirror"]
+MIRROR_SCENARIOS = ("mirror_bytes", "mirror_json", "mirror_json_baseline", "grpc_mirror")
+GRPC_SCENARIOS = ("grpc_native_mirror", "grpc_mirror")
 PROTOCOLS = ["h1", "h2"]
 H2LOAD = shutil.which("h2load") or "h2load"
 
@@ -74,6 +83,19 @@ CLASSIFICATION = {
 }
 
 
+GRPC_PATH = "/bench.v1.Catalog/GetProduct"
+
+
+def protobuf_message(size: int) -> bytes:
+    """A message of about `size` bytes: field 1 (varint 7) and field 2 (a string)."""
+    n = size - 5
+    return bytes([0x08, 7, 0x12, (n & 0x7F) | 0x80, n >> 7]) + b"x" * n
+
+
+def grpc_frame(message: bytes) -> bytes:
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
 def upstream_body(timestamp: int = 1700000000, request_id: str = "r-0001") -> bytes:
     """A 2 KB JSON document. The canary of mirror_json answers with another timestamp and
     request id, the two ignored fields: its bodies differ in bytes, so the comparison has to
@@ -88,6 +110,9 @@ def upstream_body(timestamp: int = 1700000000, request_id: str = "r-0001") -> by
 def plugin_config(scenario: str) -> dict | None:
     if scenario == "classify":
         return {"classification": CLASSIFICATION}
+    if scenario == "grpc_mirror":
+        mirror = {"cluster": "canary", "percent": 100, "grpc": {"methods": ["/bench.v1.Catalog/Get*"]}, "compare": {"body": "protobuf"}}
+        return {"classification": CLASSIFICATION, "mirror": mirror}
     if scenario in MIRROR_SCENARIOS:
         compare = {"headers": ["content-type"], "body": "bytes"}
         if scenario in ("mirror_json", "mirror_json_baseline"):
@@ -101,6 +126,65 @@ def plugin_config(scenario: str) -> dict | None:
 
 # ---------------------------------------------------------------------------------------------
 # Envoys
+
+
+def hcm_listener(name: str, port: int, routes: list[dict], http_filters: list[dict]) -> dict:
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                            "stat_prefix": name,
+                            "codec_type": "AUTO",
+                            "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+                            "http_filters": http_filters,
+                        },
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def grpc_listeners(primary: int, canary: int, inner: int) -> list[dict]:
+    """gRPC answers without a gRPC server: `inner` answers a plain protobuf body, and the
+    reverse bridge in front of it turns that into a gRPC answer (framed, `grpc-status: 0` in
+    the trailers). Not one listener: Envoy turns a direct response to a gRPC request into a
+    gRPC error of its own."""
+    answer = {
+        "match": {"prefix": "/"},
+        "direct_response": {"status": 200, "body": {"inline_bytes": base64.b64encode(protobuf_message(1024)).decode()}},
+        "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/x-protobuf"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}],
+    }
+    bridge = {
+        "name": "envoy.filters.http.grpc_http1_reverse_bridge",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_http1_reverse_bridge.v3.FilterConfig",
+            "content_type": "application/x-protobuf",
+            "withhold_grpc_frames": True,
+        },
+    }
+    to_inner = [{"match": {"prefix": "/"}, "route": {"cluster": "grpc_inner"}}]
+    return [
+        hcm_listener("grpc_primary", primary, to_inner, [bridge, harness.ROUTER]),
+        hcm_listener("grpc_canary", canary, to_inner, [bridge, harness.ROUTER]),
+        hcm_listener("grpc_inner", inner, [answer], [harness.ROUTER]),
+    ]
+
+
+def h2_cluster(cluster: dict) -> dict:
+    cluster["typed_extension_protocol_options"] = {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }
+    }
+    return cluster
 
 
 def direct_response_listener(name: str, port: int, body: bytes, delay: str | None = None) -> dict:
@@ -162,6 +246,9 @@ class Upstreams:
     canary_json: int = field(default_factory=harness.free_port)
     baseline: int = field(default_factory=harness.free_port)
     slow_canary: int = field(default_factory=harness.free_port)
+    grpc_primary: int = field(default_factory=harness.free_port)
+    grpc_canary: int = field(default_factory=harness.free_port)
+    grpc_inner: int = field(default_factory=harness.free_port)
 
     def config(self, slow_delay: str) -> dict:
         body = upstream_body()
@@ -172,18 +259,20 @@ class Upstreams:
             direct_response_listener("canary_json", self.canary_json, upstream_body(1700000042, "r-9999")),
             direct_response_listener("baseline", self.baseline, upstream_body(1700000007, "r-0007")),
             direct_response_listener("slow_canary", self.slow_canary, body, delay=slow_delay),
+            *grpc_listeners(self.grpc_primary, self.grpc_canary, self.grpc_inner),
         ]
+        cfg["static_resources"]["clusters"] = [harness.static_cluster("grpc_inner", self.grpc_inner)]
         return cfg
 
 
 def scenario_config(scenario: str, up: Upstreams, canary_port: int | None = None, timeout_ms: int | None = None) -> dict:
     route: dict = {"cluster": "primary", "timeout": "10s"}
-    if scenario == "native_mirror":
+    if scenario in ("native_mirror", "grpc_native_mirror"):
         route["request_mirror_policies"] = [{"cluster": "canary"}]
     filters = []
     if scenario == "noop":
         filters.append(harness.wasm_filter(None, wasm=NOOP_WASM))
-    elif scenario != "none" and scenario != "native_mirror":
+    elif scenario not in ("none", "native_mirror", "grpc_native_mirror"):
         cfg = plugin_config(scenario)
         if cfg is not None and timeout_ms is not None:
             cfg["mirror"]["timeout_ms"] = timeout_ms
@@ -192,6 +281,8 @@ def scenario_config(scenario: str, up: Upstreams, canary_port: int | None = None
     if canary_port is None:
         canary_port = up.canary_json if scenario in ("mirror_json", "mirror_json_baseline") else up.canary
     clusters = [harness.static_cluster("primary", up.primary), harness.static_cluster("canary", canary_port)]
+    if scenario in GRPC_SCENARIOS:
+        clusters = [h2_cluster(harness.static_cluster("primary", up.grpc_primary)), h2_cluster(harness.static_cluster("canary", up.grpc_canary))]
     if scenario == "mirror_json_baseline":
         clusters.append(harness.static_cluster("baseline", up.baseline))
     cfg = harness.bootstrap(
@@ -234,13 +325,18 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[k]
 
 
-def h2load(port: int, protocol: str, load: str, seconds: float, light_rps: int) -> tuple[float, list[float], int, int]:
-    """Runs h2load; returns (req/s, per-request latencies in ms, requests, non-2xx)."""
+def h2load(port: int, protocol: str, load: str, seconds: float, light_rps: int, grpc_request: Path | None = None) -> tuple[float, list[float], int, int]:
+    """Runs h2load; returns (req/s, per-request latencies in ms, requests, non-2xx). With
+    `grpc_request` (a file holding one length-prefixed message), each request is a gRPC call
+    carrying it."""
     with tempfile.NamedTemporaryFile(prefix="pd-h2load-", suffix=".log", delete=False) as f:
         log_path = f.name
-    args = [H2LOAD, f"http://127.0.0.1:{port}{PATH}", "-t", "1", f"--duration={seconds:g}", "--warm-up-time=1", f"--log-file={log_path}"]
+    path = GRPC_PATH if grpc_request else PATH
+    args = [H2LOAD, f"http://127.0.0.1:{port}{path}", "-t", "1", f"--duration={seconds:g}", "--warm-up-time=1", f"--log-file={log_path}"]
     for name, value in REQUEST_HEADERS:
         args += ["-H", f"{name}: {value}"]
+    if grpc_request:
+        args += ["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", str(grpc_request)]
     if protocol == "h1":
         args.append("--h1")
     if load == "saturation":
@@ -344,6 +440,9 @@ RATIOS = [
     ("CPU/request light mirror_bytes/native_mirror", "mirror_bytes", "native_mirror", "light", "cpu_us"),
     ("CPU/request light classify/noop", "classify", "noop", "light", "cpu_us"),
     ("CPU/request light mirror_json_baseline/mirror_json", "mirror_json_baseline", "mirror_json", "light", "cpu_us"),
+    ("grpc_mirror/grpc_native_mirror req/s", "grpc_mirror", "grpc_native_mirror", "saturation", "rps"),
+    ("p99 light grpc_mirror/grpc_native_mirror", "grpc_mirror", "grpc_native_mirror", "light", "p99_ms"),
+    ("CPU/request light grpc_mirror/grpc_native_mirror", "grpc_mirror", "grpc_native_mirror", "light", "cpu_us"),
 ]
 
 
@@ -354,7 +453,7 @@ def ratios(med: dict) -> dict:
         out[p] = {
             name: med[a][p][load][measure] / med[b][p][load][measure]
             for name, a, b, load, measure in RATIOS
-            if a in med and b in med
+            if p in med.get(a, {}) and p in med.get(b, {})
         }
     return out
 
@@ -387,20 +486,22 @@ def table(med: dict, rat: dict, tg: list[dict], rss: dict, wasm_bytes: int, info
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}; Envoy {info['envoy']}; {info['h2load']}; {info['date']}.",
         f"Envoy --concurrency 1; {args.rounds} interleaved rounds of {args.seconds:g} s per run; medians. "
-        f"Saturation: h1 32 connections, h2 4 connections x 32 streams. Light: {args.light_rps} req/s fixed (4 connections).",
+        f"Saturation: h1 32 connections, h2 4 connections x 32 streams. Light: {args.light_rps} req/s fixed (4 connections). "
+        "gRPC scenarios: HTTP/2 only, one unary call with a 1 KB message each way.",
         "",
         "| scenario | proto | req/s (saturation) | p50 ms (light) | p99 ms (light) | Envoy CPU µs/req (light) | p99 ms (saturation) |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in [s for s in SCENARIOS if s in med]:
-        for p in PROTOCOLS:
+        for p in [p for p in PROTOCOLS if p in med[s]]:
             sat, light = med[s][p]["saturation"], med[s][p]["light"]
             lines.append(
                 f"| {s} | {p} | {sat['rps']:.0f} | {light['p50_ms']:.3f} | {light['p99_ms']:.3f} | {light['cpu_us']:.0f} | {sat['p99_ms']:.2f} |"
             )
     lines += ["", "| ratio | h1 | h2 |", "|---|---:|---:|"]
-    for k in rat["h1"]:
-        lines.append(f"| {k} | {rat['h1'][k]:.3f} | {rat['h2'][k]:.3f} |")
+    cell = lambda p, k: f"{rat[p][k]:.3f}" if k in rat[p] else "–"  # noqa: E731
+    for k in dict.fromkeys([*rat["h1"], *rat["h2"]]):
+        lines.append(f"| {k} | {cell('h1', k)} | {cell('h2', k)} |")
     slow = (
         "slow canary not run."
         if rss is None
@@ -465,6 +566,16 @@ def slow_canary_rss(up: Upstreams, seconds: float, rps: int, timeout_ms: int, de
         e.stop()
 
 
+def check_grpc(e: harness.Envoy) -> None:
+    """One real gRPC call through the scenario's Envoy: framed answer, status OK."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{e.listener_port}", options=[("grpc.enable_http_proxy", 0)]) as ch:
+        call = ch.unary_unary(GRPC_PATH, request_serializer=None, response_deserializer=None)
+        answer, outcome = call.with_call(protobuf_message(1024), timeout=10)
+    assert outcome.code() == grpc.StatusCode.OK and answer == protobuf_message(1024), outcome.code()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=3)
@@ -487,6 +598,8 @@ def main() -> int:
             return 2
     info = machine()
     wasm_bytes = harness.WASM.stat().st_size
+    grpc_request = Path(tempfile.mkstemp(prefix="pd-grpc-", suffix=".bin")[1])
+    grpc_request.write_bytes(grpc_frame(protobuf_message(1024)))
     up = Upstreams()
     upstream = harness.Envoy(up.config("2s"), name="upstream", concurrency=1, log_level="warning")
     upstream.config["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = up.primary
@@ -499,8 +612,11 @@ def main() -> int:
         # Every scenario is checked once before it is measured: the request succeeds, and the
         # mirroring ones do mirror (a broken mirror would look fast), and to the baseline too.
         for s, e in envoys.items():
-            r = e.request("GET", PATH, REQUEST_HEADERS)
-            assert r.status == 200 and len(r.body) > 1900, (s, r.status)
+            if s in GRPC_SCENARIOS:
+                check_grpc(e)
+            else:
+                r = e.request("GET", PATH, REQUEST_HEADERS)
+                assert r.status == 200 and len(r.body) > 1900, (s, r.status)
             if s in MIRROR_SCENARIOS:
                 harness.wait_until(
                     lambda: harness.counts_by(e, "progressive_delivery_comparisons_total", "result"),
@@ -514,7 +630,9 @@ def main() -> int:
                 assert harness.counts_by(e, "progressive_delivery_comparisons_total", "result") == {"match": 1}, harness.counts_by(
                     e, "progressive_delivery_comparisons_total", "result"
                 )
-        plan = [(s, p, l) for s in scenarios for p in PROTOCOLS for l in ("saturation", "light")]
+            if s == "grpc_mirror":
+                harness.wait_until(lambda: harness.counts_by(e, "progressive_delivery_comparisons_total", "result") == {"match": 1}, what=f"{s}: a matching comparison")
+        plan = [(s, p, l) for s in scenarios for p in (("h2",) if s in GRPC_SCENARIOS else PROTOCOLS) for l in ("saturation", "light")]
         for rnd in range(args.rounds):
             # Rotate the order each round so no scenario always runs first or after the same one.
             k = (rnd * 5) % len(plan)
@@ -525,7 +643,7 @@ def main() -> int:
                 e = envoys[s]
                 drain(e)
                 cpu0 = cpu_seconds(e.proc.pid)
-                rps, lat, n, bad = h2load(e.listener_port, p, l, args.seconds, args.light_rps)
+                rps, lat, n, bad = h2load(e.listener_port, p, l, args.seconds, args.light_rps, grpc_request if s in GRPC_SCENARIOS else None)
                 # The mirrors still in flight belong to this run's cost.
                 drain(e)
                 cpu_us = (cpu_seconds(e.proc.pid) - cpu0) / max(n, 1) * 1e6
@@ -548,6 +666,7 @@ def main() -> int:
             else "null"
         )
     finally:
+        grpc_request.unlink(missing_ok=True)
         for e in envoys.values():
             e.stop()
         if sys.exc_info()[0] is not None:

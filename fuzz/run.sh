@@ -20,12 +20,13 @@ seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
 cargo_fuzz=${CARGO_FUZZ:-.venv/bin/cargo-fuzz}
 sanitizer=${FUZZ_SANITIZER:-none}
-all=(config cookie classify string_match mirror_decision json_compare)
+all=(config cookie classify string_match mirror_decision json_compare protobuf_compare)
 targets=("${@:-${all[@]}}")
 
 declare -A dict=(
   [config]=fuzz/dict/config.dict
   [json_compare]=fuzz/dict/json.dict
+  [protobuf_compare]=fuzz/dict/protobuf.dict
   [classify]=fuzz/dict/http.dict
   [string_match]=fuzz/dict/regex.dict
   [mirror_decision]=fuzz/dict/http.dict

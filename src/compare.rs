@@ -8,8 +8,14 @@
 //! output bounded by the same limit) before they are digested or parsed, so two servers that
 //! compress alike content differently still agree.
 //!
-//! [`differences`] lists every element on which two answers differ (status, a header, a JSON
-//! pointer, the body), in the order a person debugging would look: status, headers, body. The
+//! A gRPC answer (the request was gRPC) also has its `grpc-status`, from the trailers or the
+//! headers of a trailers-only answer; in `protobuf` mode its body is split into messages
+//! (src/grpc.rs, per-message `grpc-encoding` undone under the same limit) and compared field
+//! by field (src/protobuf_diff.rs). Another answer's body in `protobuf` mode is one message.
+//!
+//! [`differences`] lists every element on which two answers differ (status, `grpc-status`, a
+//! header, a JSON or field-number pointer, the body), in the order a person debugging would
+//! look: status, headers, body. The
 //! mirror session judges the canary on that list, against the primary or, with a baseline,
 //! against the baseline with the noise learned between primary and baseline set aside.
 //!
@@ -21,9 +27,11 @@ use xxhash_rust::xxh64::{xxh64, Xxh64};
 
 use crate::decode;
 use crate::endpoint::Templates;
+use crate::grpc;
 use crate::json_diff::{self, IgnorePattern};
 use crate::label::label_enum;
 use crate::noise::{self, header_element, Judgement};
+use crate::protobuf_diff;
 
 /// `compare.body` in the config, by these names in lower case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -31,6 +39,7 @@ use crate::noise::{self, header_element, Judgement};
 pub enum BodyMode {
     Bytes,
     Json,
+    Protobuf,
     None,
 }
 
@@ -39,6 +48,7 @@ impl BodyMode {
         match self {
             BodyMode::Bytes => "bytes",
             BodyMode::Json => "json",
+            BodyMode::Protobuf => "protobuf",
             BodyMode::None => "none",
         }
     }
@@ -50,7 +60,10 @@ pub struct CompareSpec {
     /// Lowercase header names.
     pub headers: Vec<String>,
     pub body: BodyMode,
+    /// `compare.ignore` in `json` mode.
     pub ignore: Vec<IgnorePattern>,
+    /// `compare.ignore` in `protobuf` mode.
+    pub protobuf_ignore: Vec<protobuf_diff::IgnorePattern>,
     pub max_body_bytes: usize,
     /// `compare.endpoints`: the names differences are counted and noise is learned under.
     pub endpoints: Templates,
@@ -66,6 +79,7 @@ impl CompareSpec {
         parts.extend(self.headers.iter().map(String::as_bytes));
         parts.push(b"ignore");
         parts.extend(self.ignore.iter().map(|p| p.as_str().as_bytes()));
+        parts.extend(self.protobuf_ignore.iter().map(|p| p.as_str().as_bytes()));
         parts.push(b"endpoints");
         let endpoints = self.endpoints.describe();
         for (name, path) in &endpoints {
@@ -120,6 +134,8 @@ pub enum Body {
         xxh64: u64,
     },
     Kept(Vec<u8>),
+    /// A gRPC body in `protobuf` mode: its messages, decoded.
+    Messages(Vec<Vec<u8>>),
     /// `compare.body` is `none`.
     Ignored,
     /// Its `content-encoding` could not be undone: why.
@@ -211,9 +227,47 @@ pub struct Answer {
     /// Values of `compare.headers`, index-aligned; several values joined with `, `.
     pub headers: Vec<Option<Vec<u8>>>,
     pub body: Body,
+    /// The answer to a gRPC request: its status and `grpc-message`.
+    pub grpc: Option<(grpc::Status, Option<String>)>,
 }
 
+/// Messages of one gRPC body compared at most; a longer stream is not compared.
+pub const MAX_GRPC_MESSAGES: usize = 4096;
+
 impl Answer {
+    /// The answer to a gRPC request: [`Answer::from_headers`], the status from the trailers
+    /// (or the headers of a trailers-only answer), and in `protobuf` mode the body split into
+    /// its messages, each decoded per `grpc-encoding`.
+    pub fn from_grpc(
+        spec: &CompareSpec,
+        headers: &[(String, Vec<u8>)],
+        trailers: &[(String, Vec<u8>)],
+        body: Body,
+    ) -> Answer {
+        let mut answer = Answer::from_headers(spec, headers, body);
+        answer.grpc = Some((
+            grpc::status(headers, trailers),
+            grpc::message(headers, trailers),
+        ));
+        if spec.body == BodyMode::Protobuf {
+            if let Body::Kept(raw) = &answer.body {
+                let encoding = header(headers, "grpc-encoding").unwrap_or_default();
+                answer.body = match grpc::decoded_messages(
+                    raw,
+                    &encoding,
+                    spec.max_body_bytes,
+                    MAX_GRPC_MESSAGES,
+                ) {
+                    Ok(messages) => {
+                        Body::Messages(messages.into_iter().map(|m| m.into_owned()).collect())
+                    }
+                    Err(e) => Body::Undecodable(e.to_string()),
+                };
+            }
+        }
+        answer
+    }
+
     /// Picks what the comparison needs out of a response's headers, and decodes a body its
     /// `content-encoding` says is encoded. A missing or unparsable `:status` is 0, which
     /// differs from any real status.
@@ -247,6 +301,7 @@ impl Answer {
             status,
             headers: spec.headers.iter().map(|n| header(headers, n)).collect(),
             body,
+            grpc: None,
         }
     }
 }
@@ -323,16 +378,40 @@ pub fn callout_failure(
         return None;
     }
     let status = header(headers, ":status").unwrap_or_default();
-    Some(match status.as_slice() {
-        b"504" => Verdict::new(Outcome::MirrorTimeout, "no answer within mirror.timeout_ms"),
-        other => Verdict::new(
+    // For a gRPC copy Envoy's stand-in is gRPC too: HTTP 200 with `grpc-status` 14
+    // (UNAVAILABLE) for 503, 4 (DEADLINE_EXCEEDED) for its timeout.
+    let grpc = headers
+        .iter()
+        .any(|(n, _)| n == "grpc-status")
+        .then(|| grpc::status(headers, &[]));
+    Some(match (status.as_slice(), &grpc) {
+        (b"504", _) | (_, Some(grpc::Status::Code(4))) => {
+            Verdict::new(Outcome::MirrorTimeout, "no answer within mirror.timeout_ms")
+        }
+        (other, None) => Verdict::new(
             Outcome::MirrorError,
             format!(
                 "no answer from the {side} (Envoy replied {})",
                 String::from_utf8_lossy(other)
             ),
         ),
+        (other, Some(code)) => Verdict::new(
+            Outcome::MirrorError,
+            format!(
+                "no answer from the {side} (Envoy replied {}, grpc-status {code}{})",
+                String::from_utf8_lossy(other),
+                grpc_message(&grpc::message(headers, &[]))
+            ),
+        ),
     })
+}
+
+/// `: "message"` for a log line, or nothing without a `grpc-message`.
+fn grpc_message(message: &Option<String>) -> String {
+    match message {
+        Some(m) => format!(": {m:?}"),
+        None => String::new(),
+    }
 }
 
 /// The canary's callout failure, as [`callout_failure`].
@@ -351,8 +430,8 @@ pub const MAX_DIFFERENCES: usize = 32;
 /// One element on which two answers differ.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diff {
-    /// [`noise::STATUS`], [`header_element`], a JSON pointer with array indices as `*`, or
-    /// [`noise::BODY`] for a body compared as bytes.
+    /// [`noise::STATUS`], [`noise::GRPC_STATUS`], [`header_element`], a JSON or field-number
+    /// pointer with indices as `*`, or [`noise::BODY`] for a body compared as bytes.
     pub element: String,
     /// What a mismatch on it is: `status_mismatch`, `header_mismatch` or `body_mismatch`.
     pub outcome: Outcome,
@@ -436,6 +515,24 @@ pub fn differences(spec: &CompareSpec, a: &Answer, b: &Answer) -> Differences {
             format!("status {} vs {}", a.status, b.status),
         );
     }
+    // A call that failed sends no messages: when the two statuses differ, the bodies differ
+    // because of it, and are not compared (nor counted as elements of their own).
+    let mut bodies = true;
+    if let (Some((x, xm)), Some((y, ym))) = (&a.grpc, &b.grpc) {
+        if x != y {
+            bodies = false;
+            let messages = if xm.is_none() && ym.is_none() {
+                String::new()
+            } else {
+                format!(", grpc-message {} vs {}", quoted_text(xm), quoted_text(ym))
+            };
+            out.push(
+                noise::GRPC_STATUS.to_string(),
+                Outcome::StatusMismatch,
+                format!("grpc-status {x} vs {y}{messages}"),
+            );
+        }
+    }
     for (i, name) in spec.headers.iter().enumerate() {
         let x = a.headers.get(i).cloned().flatten();
         let y = b.headers.get(i).cloned().flatten();
@@ -447,7 +544,9 @@ pub fn differences(spec: &CompareSpec, a: &Answer, b: &Answer) -> Differences {
             );
         }
     }
-    body_differences(spec, a, b, &mut out);
+    if bodies {
+        body_differences(spec, a, b, &mut out);
+    }
     out
 }
 
@@ -472,7 +571,18 @@ fn body_differences(spec: &CompareSpec, a: &Answer, b: &Answer, out: &mut Differ
                 );
             }
         }
+        (Body::Kept(x), Body::Kept(y)) if spec.body == BodyMode::Protobuf => {
+            if x != y {
+                // As one message, the same type as a gRPC body's: one copy of the walker.
+                protobuf_differences(spec, std::slice::from_ref(x), std::slice::from_ref(y), out);
+            }
+        }
         (Body::Kept(x), Body::Kept(y)) => json_differences(spec, x, y, out),
+        (Body::Messages(x), Body::Messages(y)) => {
+            if x != y {
+                protobuf_differences(spec, x, y, out);
+            }
+        }
         // Both sides are built from the same spec, so the kinds agree; if not, say so.
         _ => out.body_skipped = Some("bodies captured differently".to_string()),
     }
@@ -508,6 +618,25 @@ fn json_differences(spec: &CompareSpec, x: &[u8], y: &[u8], out: &mut Difference
     );
 }
 
+fn protobuf_differences(spec: &CompareSpec, x: &[Vec<u8>], y: &[Vec<u8>], out: &mut Differences) {
+    let found = protobuf_diff::all_differences(x, y, &spec.protobuf_ignore, out.room());
+    for d in found.differences {
+        out.push(
+            d.element,
+            Outcome::BodyMismatch,
+            format!("body {}", d.difference),
+        );
+    }
+}
+
+/// A `grpc-message` for a log line: quoted, or `(absent)`.
+fn quoted_text(v: &Option<String>) -> String {
+    match v {
+        None => "(absent)".to_string(),
+        Some(text) => format!("{text:?}"),
+    }
+}
+
 /// A header value for a log line: quoted, non-UTF-8 and control bytes escaped, cut at 80.
 fn quoted(v: &Option<Vec<u8>>) -> String {
     match v {
@@ -534,6 +663,7 @@ mod tests {
                 .iter()
                 .map(|p| IgnorePattern::parse(p).unwrap())
                 .collect(),
+            protobuf_ignore: Vec::new(),
             max_body_bytes: limit,
             endpoints: Templates::default(),
         }
@@ -597,7 +727,7 @@ mod tests {
             (&json, ("200", vec![], vec![]), ("200", vec![], vec![]), Outcome::Match, ""),
             // Encodings: decoded first (see `encoded_bodies`); what cannot be is not compared.
             (&json, ("200", vec![("content-encoding", "gzip")], vec![b"\x1f\x8b"]), ("200", vec![], vec![b"{}"]), Outcome::Skipped,
-                "body not compared: the body does not decode: unexpected end of file"),
+                "body not compared: the body does not decode: gzip header cut short"),
             (&bytes, ("200", vec![("content-encoding", "br")], vec![b"z"]), ("200", vec![("content-encoding", "br")], vec![b"z"]), Outcome::Skipped,
                 "body not compared: content-encoding \"br\" is not decoded (only gzip, x-gzip, deflate, identity)"),
             (&bytes, ("200", vec![("content-encoding", "identity")], vec![b"z"]), ("200", vec![], vec![b"z"]), Outcome::Match, ""),
@@ -713,6 +843,30 @@ mod tests {
             (h(&[(":status", "503"), real]), 3, None),
             (h(&[(":status", "504"), real]), 1000, None),
             (h(&[(":status", "200"), real]), 3, None),
+            // Envoy's stand-ins for a gRPC copy are gRPC answers.
+            (
+                h(&[(":status", "200"), ("content-type", "application/grpc"), ("grpc-status", "14"), ("grpc-message", "upstream%20connect%20error")]),
+                3,
+                Some((
+                    Outcome::MirrorError,
+                    "no answer from the canary (Envoy replied 200, grpc-status UNAVAILABLE (14): \"upstream connect error\")",
+                )),
+            ),
+            (
+                h(&[(":status", "200"), ("grpc-status", "14")]),
+                3,
+                Some((
+                    Outcome::MirrorError,
+                    "no answer from the canary (Envoy replied 200, grpc-status UNAVAILABLE (14))",
+                )),
+            ),
+            (
+                h(&[(":status", "200"), ("grpc-status", "4"), ("grpc-message", "upstream request timeout")]),
+                1000,
+                Some((Outcome::MirrorTimeout, "no answer within mirror.timeout_ms")),
+            ),
+            // The canary's own server said UNAVAILABLE: an answer, compared.
+            (h(&[(":status", "200"), ("grpc-status", "14"), real]), 3, None),
         ];
         for (headers, elapsed, want) in cases {
             let want = want.map(|(o, d)| Verdict::new(o, d));
@@ -893,8 +1047,8 @@ mod tests {
             // A bomb, a corrupt stream, an unknown coding: not compared, and why.
             ((Some("gzip"), &bomb), (None, doc), (Outcome::Skipped, over), (Outcome::Skipped, over)),
             ((Some("gzip"), &gz[..gz.len() - 3]), (None, doc),
-                (Outcome::Skipped, "body not compared: the body does not decode: unexpected end of file"),
-                (Outcome::Skipped, "body not compared: the body does not decode: unexpected end of file")),
+                (Outcome::Skipped, "body not compared: the body does not decode: gzip trailer cut short"),
+                (Outcome::Skipped, "body not compared: the body does not decode: gzip trailer cut short")),
             ((None, doc), (Some("br"), doc),
                 (Outcome::Skipped, "body not compared: content-encoding \"br\" is not decoded (only gzip, x-gzip, deflate, identity)"),
                 (Outcome::Skipped, "body not compared: content-encoding \"br\" is not decoded (only gzip, x-gzip, deflate, identity)")),
@@ -927,6 +1081,127 @@ mod tests {
         assert_eq!(streamed(&s, Some("gzip"), &gz).body, plain.body);
     }
 
+    /// One length-prefixed gRPC message.
+    fn framed(flag: u8, data: &[u8]) -> Vec<u8> {
+        let mut out = vec![flag];
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// `{1: id, 2: {1: price}}`: a product with its price.
+    fn product(id: u8, price: u8) -> Vec<u8> {
+        vec![0x08, id, 0x12, 0x02, 0x08, price]
+    }
+
+    #[test]
+    fn grpc_answers() {
+        use std::io::Write;
+        let mut protobuf = spec(BodyMode::Protobuf, &[], 64);
+        let mut ignoring = protobuf.clone();
+        ignoring.protobuf_ignore =
+            vec![crate::protobuf_diff::IgnorePattern::parse("/2/1").unwrap()];
+        let bytes = spec(BodyMode::Bytes, &[], 64);
+        protobuf.headers.clear();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&product(7, 100)).unwrap();
+        let gzipped = framed(1, &gz.finish().unwrap());
+        let one = framed(0, &product(7, 100));
+        let cheaper = framed(0, &product(7, 90));
+        let stream = [framed(0, &product(1, 100)), framed(0, &product(2, 100))].concat();
+        let stream_cheaper = [framed(0, &product(1, 100)), framed(0, &product(2, 90))].concat();
+        let ok: &[(&str, &str)] = &[("grpc-status", "0")];
+        let ct = ("content-type", "application/grpc");
+        // A side: headers besides :status, trailers, body.
+        type Side<'a> = (Vec<(&'a str, &'a str)>, &'a [(&'a str, &'a str)], &'a [u8]);
+        #[rustfmt::skip]
+        let cases: Vec<(&str, &CompareSpec, Side, Side, Outcome, &str)> = vec![
+            ("same", &protobuf, (vec![ct], ok, &one), (vec![ct], ok, &one), Outcome::Match, ""),
+            ("a field differs", &protobuf, (vec![ct], ok, &one), (vec![ct], ok, &cheaper), Outcome::BodyMismatch, "body /2/1: 100 vs 90"),
+            ("ignored", &ignoring, (vec![ct], ok, &one), (vec![ct], ok, &cheaper), Outcome::Match, ""),
+            ("a message of a stream differs", &protobuf, (vec![ct], ok, &stream), (vec![ct], ok, &stream_cheaper), Outcome::BodyMismatch,
+                "body message 1 /2/1: 100 vs 90"),
+            ("gzip messages decoded", &protobuf, (vec![ct], ok, &one), (vec![ct, ("grpc-encoding", "gzip")], ok, &gzipped), Outcome::Match, ""),
+            ("compressed without grpc-encoding", &protobuf, (vec![ct], ok, &one), (vec![ct], ok, &gzipped), Outcome::Skipped,
+                "body not compared: the message at byte 0 is flagged compressed but the stream has no grpc-encoding"),
+            ("trailers-only error", &protobuf, (vec![ct], ok, &one), (vec![ct, ("grpc-status", "14"), ("grpc-message", "catalog%20down")], &[], b""),
+                Outcome::StatusMismatch, "grpc-status OK (0) vs UNAVAILABLE (14), grpc-message (absent) vs \"catalog down\""),
+            ("error in the trailers", &protobuf, (vec![ct], &[("grpc-status", "5")], b""), (vec![ct], &[("grpc-status", "14")], b""),
+                Outcome::StatusMismatch, "grpc-status NOT_FOUND (5) vs UNAVAILABLE (14)"),
+            ("the trailers' status wins", &protobuf, (vec![ct, ("grpc-status", "14")], ok, &one), (vec![ct], ok, &one), Outcome::Match, ""),
+            ("no status at all", &protobuf, (vec![ct], ok, &one), (vec![ct], &[], &one), Outcome::StatusMismatch,
+                "grpc-status OK (0) vs no grpc-status"),
+            ("status before body", &protobuf, (vec![ct], ok, &one), (vec![ct], &[("grpc-status", "13")], &cheaper), Outcome::StatusMismatch,
+                "grpc-status OK (0) vs INTERNAL (13)"),
+            ("bytes mode compares the status too", &bytes, (vec![ct], ok, &one), (vec![ct], &[("grpc-status", "2")], &one), Outcome::StatusMismatch,
+                "grpc-status OK (0) vs UNKNOWN (2)"),
+            ("bytes mode, a field differs", &bytes, (vec![ct], ok, &one), (vec![ct], ok, &cheaper), Outcome::BodyMismatch,
+                "body differs (11 vs 11 bytes)"),
+        ];
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, Vec<u8>)> {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        for (what, spec, p, c, outcome, detail) in cases {
+            let side = |(headers, trailers, body): &Side| {
+                let mut h = pairs(&[(":status", "200")]);
+                h.extend(pairs(headers));
+                let mut capture = BodyCapture::for_headers(spec, &h);
+                capture.push(body);
+                Answer::from_grpc(spec, &h, &pairs(trailers), capture.finish())
+            };
+            let found = differences(spec, &side(&p), &side(&c));
+            assert_eq!(found.verdict(), Verdict::new(outcome, detail), "{what}");
+        }
+        // The elements are field-number pointers and `grpc-status`; bodies are not compared
+        // when the statuses differ.
+        let a = Answer::from_grpc(
+            &protobuf,
+            &pairs(&[(":status", "200")]),
+            &pairs(ok),
+            Body::Kept(one.clone()),
+        );
+        let b = Answer::from_grpc(
+            &protobuf,
+            &pairs(&[(":status", "200")]),
+            &pairs(&[("grpc-status", "1")]),
+            Body::Kept(cheaper.clone()),
+        );
+        assert_eq!(differences(&protobuf, &a, &b).elements(), ["grpc-status"]);
+        let c = Answer::from_grpc(
+            &protobuf,
+            &pairs(&[(":status", "200")]),
+            &pairs(ok),
+            Body::Kept(cheaper.clone()),
+        );
+        assert_eq!(differences(&protobuf, &a, &c).elements(), ["/2/1"]);
+    }
+
+    /// `protobuf` mode on an answer that is not gRPC: its body is one message.
+    #[test]
+    fn protobuf_bodies_without_grpc() {
+        let s = spec(BodyMode::Protobuf, &[], 64);
+        let side = |body: &[u8]| {
+            let mut capture = BodyCapture::new(&s);
+            capture.push(body);
+            Answer::from_headers(
+                &s,
+                &[(":status".to_string(), b"200".to_vec())],
+                capture.finish(),
+            )
+        };
+        let v = compare(&s, &side(&product(7, 100)), &side(&product(7, 90)));
+        assert_eq!(
+            v,
+            Verdict::new(Outcome::BodyMismatch, "body /2/1: 100 vs 90")
+        );
+        assert_eq!(
+            compare(&s, &side(&product(7, 100)), &side(&product(7, 100))).outcome,
+            Outcome::Match
+        );
+    }
+
     #[test]
     fn fingerprint_follows_the_comparison_settings() {
         let base = spec(BodyMode::Json, &["/ts"], 64);
@@ -944,6 +1219,11 @@ mod tests {
         changes.push(c);
         let mut c = base.clone();
         c.max_body_bytes = 65;
+        changes.push(c);
+        let mut c = base.clone();
+        c.body = BodyMode::Protobuf;
+        c.ignore.clear();
+        c.protobuf_ignore = vec![crate::protobuf_diff::IgnorePattern::parse("/2").unwrap()];
         changes.push(c);
         let mut c = base.clone();
         c.endpoints = Templates::compile([("a", "/a/{id}")]).unwrap();

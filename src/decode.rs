@@ -10,7 +10,13 @@ use std::borrow::Cow;
 use std::fmt;
 use std::io::{self, Read};
 
-use flate2::bufread::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
+use crc::{Crc, Table, CRC_32_ISO_HDLC};
+use flate2::bufread::{DeflateDecoder, ZlibDecoder};
+
+/// gzip's CRC-32 (RFC 1952 §8), from a 1 KiB table. flate2's own gzip reader checks it with
+/// crc32fast, whose 16 KiB table alone cost more of the module's size budget than the whole
+/// gzip framing below: so the framing is read here, around flate2's raw inflater.
+const GZIP_CRC: Crc<u32, Table<1>> = Crc::<u32, Table<1>>::new(&CRC_32_ISO_HDLC);
 
 /// Decoded output is read this much at a time, so a bomb stops within one chunk of the limit.
 const CHUNK: usize = 8 * 1024;
@@ -72,14 +78,99 @@ pub fn decode<'a>(
     if body.is_empty() {
         return Ok(Cow::Borrowed(body));
     }
-    let decoded = if gzip {
-        read_bounded(MultiGzDecoder::new(body), limit)
+    let mut decoded = Vec::new();
+    if gzip {
+        gunzip(body, &mut decoded, limit)?;
     } else if has_zlib_header(body) {
-        read_bounded(ZlibDecoder::new(body), limit)
+        read_bounded(ZlibDecoder::new(body), &mut decoded, limit)?;
     } else {
-        read_bounded(DeflateDecoder::new(body), limit)
-    }?;
+        read_bounded(DeflateDecoder::new(body), &mut decoded, limit)?;
+    }
     Ok(Cow::Owned(decoded))
+}
+
+fn corrupt(why: &str) -> DecodeError {
+    DecodeError::Corrupt(why.to_string())
+}
+
+/// Every member of a gzip stream (RFC 1952 §2.2), as `gunzip` reads them: each one's header,
+/// its deflate data, and its trailer's CRC-32 and length checked against what it decoded to.
+fn gunzip(body: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
+    let mut rest = body;
+    while !rest.is_empty() {
+        let data = rest
+            .get(gzip_header_len(rest)?..)
+            .ok_or_else(|| corrupt("gzip header cut short"))?;
+        let start = out.len();
+        let mut inflater = DeflateDecoder::new(data);
+        read_bounded(&mut inflater, out, limit)?;
+        let used = usize::try_from(inflater.total_in()).unwrap_or(usize::MAX);
+        let trailer = data
+            .get(used..)
+            .and_then(|t| t.get(..8))
+            .ok_or_else(|| corrupt("gzip trailer cut short"))?;
+        let word = |at: usize| {
+            let bytes: Option<[u8; 4]> = trailer.get(at..at.saturating_add(4))?.try_into().ok();
+            bytes.map(u32::from_le_bytes)
+        };
+        let member = out.get(start..).unwrap_or_default();
+        if word(0) != Some(GZIP_CRC.checksum(member)) {
+            return Err(corrupt("gzip CRC-32 does not match the decoded data"));
+        }
+        // ISIZE is the length modulo 2^32.
+        if word(4) != Some(member.len() as u32) {
+            return Err(corrupt("gzip length does not match the decoded data"));
+        }
+        rest = data.get(used.saturating_add(8)..).unwrap_or_default();
+    }
+    Ok(())
+}
+
+/// The length of the gzip member header at the start of `member` (RFC 1952 §2.3): magic,
+/// method deflate, flags without reserved bits, then the optional extra field, file name,
+/// comment, and header CRC (checked) the flags announce.
+fn gzip_header_len(member: &[u8]) -> Result<usize, DecodeError> {
+    const FHCRC: u8 = 0x02;
+    const FEXTRA: u8 = 0x04;
+    const FNAME: u8 = 0x08;
+    const FCOMMENT: u8 = 0x10;
+    const RESERVED: u8 = 0xe0;
+    let short = || corrupt("gzip header cut short");
+    match member.get(..4) {
+        Some([0x1f, 0x8b, 8, flags]) if flags & RESERVED == 0 => {}
+        Some(_) => return Err(corrupt("invalid gzip header")),
+        None => return Err(short()),
+    }
+    let flags = member.get(3).copied().unwrap_or_default();
+    let mut at: usize = 10;
+    if flags & FEXTRA != 0 {
+        let len = member.get(at..at.saturating_add(2)).ok_or_else(short)?;
+        let len = len
+            .iter()
+            .rev()
+            .fold(0usize, |n, b| (n << 8) | usize::from(*b));
+        at = at.saturating_add(2).saturating_add(len);
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            let text = member.get(at..).ok_or_else(short)?;
+            let end = text.iter().position(|b| *b == 0).ok_or_else(short)?;
+            at = at.saturating_add(end).saturating_add(1);
+        }
+    }
+    if flags & FHCRC != 0 {
+        let header = member.get(..at).ok_or_else(short)?;
+        let stored = member.get(at..at.saturating_add(2)).ok_or_else(short)?;
+        // The low 16 bits of the header's CRC-32.
+        if stored != &GZIP_CRC.checksum(header).to_le_bytes()[..2] {
+            return Err(corrupt("gzip header CRC does not match"));
+        }
+        at = at.saturating_add(2);
+    }
+    if at > member.len() {
+        return Err(short());
+    }
+    Ok(at)
 }
 
 /// RFC 1950's two header bytes: method 8 (deflate), a window of at most 32 KiB, and a check
@@ -95,12 +186,11 @@ fn has_zlib_header(body: &[u8]) -> bool {
 
 /// Reads `reader` to its end into a buffer that never grows past `limit` bytes, failing as
 /// soon as the output would: the allocation stays within `limit`, whatever the input claims.
-fn read_bounded(mut reader: impl Read, limit: usize) -> Result<Vec<u8>, DecodeError> {
-    let mut out = Vec::new();
+fn read_bounded(mut reader: impl Read, out: &mut Vec<u8>, limit: usize) -> Result<(), DecodeError> {
     let mut chunk = [0u8; CHUNK];
     loop {
         let n = match reader.read(&mut chunk) {
-            Ok(0) => return Ok(out),
+            Ok(0) => return Ok(()),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(DecodeError::Corrupt(e.to_string())),
@@ -302,9 +392,93 @@ mod tests {
             );
         }
         // What it holds at most: the buffer grows to the limit, never past it.
-        let kept = read_bounded(MultiGzDecoder::new(&gzip(&zeros[..limit])[..]), limit).unwrap();
+        let mut kept = Vec::new();
+        gunzip(&gzip(&zeros[..limit]), &mut kept, limit).unwrap();
         assert_eq!(kept.len(), limit);
         assert!(kept.capacity() <= limit, "{}", kept.capacity());
+    }
+
+    /// The gzip framing read here, against headers flate2's encoder and Python's wrote, and
+    /// hand-made ones with every optional field.
+    #[test]
+    fn gzip_framing() {
+        let body = b"framed";
+        let plain = gzip(body);
+        let with_fields = {
+            let mut e = flate2::GzBuilder::new()
+                .filename("a.json")
+                .comment("made by a test")
+                .extra(vec![1, 2, 3, 4])
+                .write(Vec::new(), Compression::default());
+            e.write_all(body).unwrap();
+            e.finish().unwrap()
+        };
+        // The header of `plain` with FHCRC set and its CRC-16 after it.
+        let with_header_crc = {
+            let mut header = plain[..10].to_vec();
+            header[3] |= 0x02;
+            let crc = GZIP_CRC.checksum(&header).to_le_bytes();
+            [&header[..], &crc[..2], &plain[10..]].concat()
+        };
+        let mut bad_header_crc = with_header_crc.clone();
+        bad_header_crc[10] ^= 1;
+        let mut bad_crc = plain.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 8] ^= 1;
+        let mut bad_len = plain.clone();
+        bad_len[n - 4] ^= 1;
+        let mut reserved = plain.clone();
+        reserved[3] |= 0x20;
+        type Case<'a> = (&'a str, Vec<u8>, Result<&'a [u8], &'a str>);
+        let cases: Vec<Case> = vec![
+            ("plain", plain.clone(), Ok(body)),
+            ("name, comment, extra", with_fields, Ok(body)),
+            ("header crc", with_header_crc, Ok(body)),
+            ("python", PYTHON_GZIP.to_vec(), Ok(PYTHON_TEXT)),
+            (
+                "two members",
+                [plain.clone(), plain.clone()].concat(),
+                Ok(b"framedframed"),
+            ),
+            (
+                "bad header crc",
+                bad_header_crc,
+                Err("gzip header CRC does not match"),
+            ),
+            (
+                "bad crc",
+                bad_crc,
+                Err("gzip CRC-32 does not match the decoded data"),
+            ),
+            (
+                "bad length",
+                bad_len,
+                Err("gzip length does not match the decoded data"),
+            ),
+            ("reserved flag", reserved, Err("invalid gzip header")),
+            (
+                "garbage after a member",
+                [&plain[..], b"junk"].concat(),
+                Err("invalid gzip header"),
+            ),
+            (
+                "no trailer",
+                plain[..n - 8].to_vec(),
+                Err("gzip trailer cut short"),
+            ),
+            (
+                "header only",
+                plain[..6].to_vec(),
+                Err("gzip header cut short"),
+            ),
+        ];
+        for (what, data, want) in cases {
+            let got = decode(b"gzip", &data, 1 << 20);
+            match want {
+                Ok(text) => assert_eq!(got.as_deref(), Ok(text), "{what}"),
+                Err(why) => assert_eq!(got, Err(DecodeError::Corrupt(why.into())), "{what}"),
+            }
+        }
     }
 
     #[test]

@@ -365,6 +365,29 @@ pub struct Attribution<'a> {
     pub first_overflow: bool,
 }
 
+/// `label` once it is among the `seen` (up to `cap` of them), else [`OTHER`].
+fn remember<'s>(
+    seen: &'s mut BTreeSet<Box<str>>,
+    cap: usize,
+    overflowed: &mut u64,
+    label: String,
+) -> Attribution<'s> {
+    if !seen.contains(label.as_str()) {
+        if seen.len() >= cap {
+            *overflowed = overflowed.saturating_add(1);
+            return Attribution {
+                label: OTHER,
+                first_overflow: *overflowed == 1,
+            };
+        }
+        seen.insert(label.clone().into_boxed_str());
+    }
+    Attribution {
+        label: seen.get(label.as_str()).map_or(OTHER, |s| &**s),
+        first_overflow: false,
+    }
+}
+
 /// The endpoints one worker has seen. Configured templates always have their own label;
 /// automatic ones are kept up to `cap`, and any new one past it is counted as `other`.
 #[derive(Debug, Clone)]
@@ -386,28 +409,39 @@ impl EndpointTable {
     }
 
     pub fn attribute(&mut self, method: &[u8], path: &[u8]) -> Attribution<'_> {
-        let label = match self.templates.label(method, path) {
-            Cow::Borrowed(name) => {
-                return Attribution {
-                    label: name,
-                    first_overflow: false,
-                }
-            }
-            Cow::Owned(label) => label,
-        };
-        if !self.seen.contains(label.as_str()) {
-            if self.seen.len() >= self.cap {
-                self.overflowed = self.overflowed.saturating_add(1);
-                return Attribution {
-                    label: OTHER,
-                    first_overflow: self.overflowed == 1,
-                };
-            }
-            self.seen.insert(label.clone().into_boxed_str());
+        let EndpointTable {
+            templates,
+            seen,
+            cap,
+            overflowed,
+        } = self;
+        match templates.label(method, path) {
+            Cow::Borrowed(name) => Attribution {
+                label: name,
+                first_overflow: false,
+            },
+            Cow::Owned(label) => remember(seen, *cap, overflowed, label),
         }
-        Attribution {
-            label: self.seen.get(label.as_str()).map_or(OTHER, |s| &**s),
-            first_overflow: false,
+    }
+
+    /// A gRPC call's endpoint: a configured template's name, else its method
+    /// (`/package.Service/Method`, made a safe label value), under the same cap.
+    pub fn attribute_grpc(&mut self, path: &[u8]) -> Attribution<'_> {
+        let EndpointTable {
+            templates,
+            seen,
+            cap,
+            overflowed,
+        } = self;
+        match templates.find(path) {
+            Some(name) => Attribution {
+                label: name,
+                first_overflow: false,
+            },
+            None => {
+                let label = label_value(&String::from_utf8_lossy(path_only(path)));
+                remember(seen, *cap, overflowed, label)
+            }
         }
     }
 

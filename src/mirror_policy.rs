@@ -5,10 +5,16 @@
 //! else blocks the copy, and path prefixes keep out the GETs that have side effects anyway
 //! (`GET /logout`). The decision is made from the request headers alone; the body limit is
 //! checked while the body streams (see the host adapter).
+//!
+//! gRPC calls are all POSTs, and whether one has side effects is written in its `.proto`, not
+//! on the wire: a gRPC request is mirrored only when `mirror.grpc.methods` declares its method
+//! (src/grpc.rs), and only a unary or server-streaming call, which the stream tells by its
+//! framing (`grpc::RequestFraming`).
 
 use crate::bucket;
 use crate::classify::ClassId;
 use crate::compare::CompareSpec;
+use crate::grpc::{self, MethodPattern};
 use crate::label::label_enum;
 use crate::noise::NoiseSettings;
 use crate::request::{BucketKey, Request};
@@ -90,7 +96,8 @@ pub const METHOD_OVERRIDE_HEADERS: [&str; 3] = [
 /// Hop-by-hop headers (RFC 9110 section 7.6.1, plus RFC 2616's proxy credentials, which are
 /// for this hop's proxy and not the canary's business) and the ones the copy gets afresh:
 /// Envoy sets `content-length` from the copy's body, and the body is complete, so nothing
-/// waits on `expect: 100-continue`.
+/// waits on `expect: 100-continue`. A gRPC copy keeps `te: trailers`, which gRPC servers
+/// require (its only value HTTP/2 allows; Envoy drops any other).
 const NOT_COPIED: [&str; 11] = [
     "connection",
     "keep-alive",
@@ -131,6 +138,9 @@ pub struct Mirror {
     pub baseline: Option<Baseline>,
     /// Copies to the canary per second per worker; 0: no limit.
     pub max_per_second: u32,
+    /// `mirror.grpc.methods`: the gRPC methods declared free of side effects. Empty: no gRPC
+    /// call is mirrored.
+    pub grpc_methods: Vec<MethodPattern>,
 }
 
 /// The compiled `mirror.baseline` section: another deployment of the primary's version that
@@ -162,6 +172,8 @@ label_enum! {
         HeaderNotUtf8 = "header_not_utf8",
         /// `mirror.max_per_second` copies went to the canary in the last second already.
         RateLimited = "rate_limited",
+        /// A gRPC call to a method `mirror.grpc.methods` does not declare.
+        GrpcNotDeclared = "grpc_not_declared",
     }
 }
 
@@ -186,10 +198,19 @@ impl Mirror {
         if req.values(&self.marker_header).next().is_some() {
             return Err(Decision::IsMirror);
         }
-        if !self.idempotent(&req) {
+        let path = req.values(":path").next().unwrap_or_default();
+        if is_grpc(&req) {
+            // A gRPC call is a POST whatever it does; its declaration is what makes it safe.
+            // Streams from the client are told apart later, from the body's framing.
+            if req.values(":method").next() != Some(b"POST".as_slice())
+                || !grpc::is_declared(&self.grpc_methods, path)
+            {
+                return Err(Decision::GrpcNotDeclared);
+            }
+        } else if !self.idempotent(&req) {
             return Err(Decision::NotIdempotent);
         }
-        if !self.path_included(req.values(":path").next().unwrap_or_default()) {
+        if !self.path_included(path) {
             return Err(Decision::PathExcluded);
         }
         if let Some(classes) = &self.classes {
@@ -281,7 +302,8 @@ impl Mirror {
 
     /// The headers of the copy: the request's (as the filter left them: `class_headers`
     /// replace any the client sent), minus hop-by-hop and `remove_headers`, with the marker
-    /// and the suffixed authority. Takes the request's headers to reuse them: no header
+    /// and the suffixed authority. A gRPC copy keeps `te` and carries a `grpc-timeout` no
+    /// longer than `timeout_ms` ([`grpc::capped_timeout`]). Takes the request's headers to reuse them: no header
     /// (a 4 KB cookie, say) is copied to make the copy.
     ///
     /// `Err(HeaderNotUtf8)` when a header of the copy is not UTF-8: the Proxy-Wasm SDK's
@@ -300,8 +322,19 @@ impl Mirror {
             .map(|t| t.trim_ascii().to_ascii_lowercase())
             .filter(|t| !t.is_empty())
             .collect();
+        let grpc = is_grpc(&Request::new(&headers));
+        let timeout = if grpc {
+            let client = headers
+                .iter()
+                .find(|(n, _)| n == "grpc-timeout")
+                .map(|(_, v)| v.as_slice());
+            grpc::capped_timeout(client, self.timeout_ms)
+        } else {
+            None
+        };
         let dropped = |name: &str| {
-            NOT_COPIED.contains(&name)
+            (NOT_COPIED.contains(&name) && !(grpc && name == "te"))
+                || (timeout.is_some() && name == "grpc-timeout")
                 || self.remove_headers.iter().any(|r| r == name)
                 || name == self.marker_header
                 || class_headers.iter().any(|(n, _)| *n == name)
@@ -313,11 +346,14 @@ impl Mirror {
                 *value = self.shadow_authority(value);
             }
         }
-        headers.reserve(class_headers.len().saturating_add(1));
+        headers.reserve(class_headers.len().saturating_add(2));
         for (name, value) in class_headers {
             if let Some(v) = value {
                 headers.push(((*name).to_string(), v.to_vec()));
             }
+        }
+        if let Some(timeout) = timeout {
+            headers.push(("grpc-timeout".to_string(), timeout.into_bytes()));
         }
         headers.push((self.marker_header.clone(), b"1".to_vec()));
         let mut copy = Vec::with_capacity(headers.len());
@@ -326,6 +362,11 @@ impl Mirror {
             copy.push((name, value));
         }
         Ok(copy)
+    }
+
+    /// Whether a request is a gRPC call (its `content-type`; gRPC-Web is not).
+    pub fn is_grpc(headers: &[(String, Vec<u8>)]) -> bool {
+        is_grpc(&Request::new(headers))
     }
 
     /// `authority` with the suffix on the host part, before any port, as Envoy's own
@@ -370,6 +411,12 @@ impl Mirror {
     }
 }
 
+fn is_grpc(req: &Request<'_>) -> bool {
+    req.values("content-type")
+        .next()
+        .is_some_and(grpc::is_grpc_content_type)
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(target_arch = "wasm32")]
@@ -398,11 +445,16 @@ mod tests {
                 headers: Vec::new(),
                 body: BodyMode::Bytes,
                 ignore: Vec::new(),
+                protobuf_ignore: Vec::new(),
                 max_body_bytes: 262_144,
                 endpoints: Default::default(),
             },
             baseline: None,
             max_per_second: 0,
+            grpc_methods: vec![
+                MethodPattern::parse("/shop.v1.Catalog/Get*").unwrap(),
+                MethodPattern::parse("/shop.v1.Catalog/ListProducts").unwrap(),
+            ],
         }
     }
 
@@ -761,6 +813,114 @@ mod tests {
         }
     }
 
+    #[test]
+    fn grpc_calls() {
+        use Decision::{GrpcNotDeclared as Undeclared, NotIdempotent as No};
+        let declared = mirror();
+        let mut keyed = mirror();
+        keyed.idempotency_key_header = Some("idempotency-key".into());
+        keyed.grpc_methods.clear();
+        let mut excluded = mirror();
+        excluded.exclude_paths = vec!["/shop.v1.Catalog/GetSecret".into()];
+        let grpc = ("content-type", "application/grpc");
+        let key = ("idempotency-key", "k1");
+        #[rustfmt::skip]
+        let cases: Vec<(&str, &Mirror, &str, &str, Extra, Want)> = vec![
+            ("declared by prefix", &declared, "POST", "/shop.v1.Catalog/GetProduct", vec![grpc], Ok(())),
+            ("declared in full", &declared, "POST", "/shop.v1.Catalog/ListProducts", vec![grpc], Ok(())),
+            ("any codec", &declared, "POST", "/shop.v1.Catalog/GetProduct", vec![("content-type", "application/grpc+proto")], Ok(())),
+            ("the prefix itself", &declared, "POST", "/shop.v1.Catalog/Get", vec![grpc], Ok(())),
+            ("undeclared method", &declared, "POST", "/shop.v1.Catalog/PlaceOrder", vec![grpc], Err(Undeclared)),
+            ("a full name is not a prefix", &declared, "POST", "/shop.v1.Catalog/ListProductsAll", vec![grpc], Err(Undeclared)),
+            ("another service", &declared, "POST", "/shop.v2.Catalog/GetProduct", vec![grpc], Err(Undeclared)),
+            ("names are case-sensitive", &declared, "POST", "/shop.v1.Catalog/getProduct", vec![grpc], Err(Undeclared)),
+            ("a query is no gRPC path", &declared, "POST", "/shop.v1.Catalog/GetProduct?x=1", vec![grpc], Err(Undeclared)),
+            ("not a POST", &declared, "GET", "/shop.v1.Catalog/GetProduct", vec![grpc], Err(Undeclared)),
+            ("no section: nothing declared", &keyed, "POST", "/shop.v1.Catalog/GetProduct", vec![grpc], Err(Undeclared)),
+            ("an idempotency key does not declare a method", &keyed, "POST", "/shop.v1.Catalog/GetProduct", vec![grpc, key], Err(Undeclared)),
+            ("paths still apply", &excluded, "POST", "/shop.v1.Catalog/GetSecret", vec![grpc], Err(Decision::PathExcluded)),
+            ("a mirror is not mirrored", &declared, "POST", "/shop.v1.Catalog/GetProduct", vec![grpc, ("x-mirror", "1")], Err(Decision::IsMirror)),
+            // gRPC-Web is a POST like any other.
+            ("grpc-web", &declared, "POST", "/shop.v1.Catalog/GetProduct", vec![("content-type", "application/grpc-web+proto")], Err(No)),
+            ("grpc-web with a key", &keyed, "POST", "/shop.v1.Catalog/GetProduct", vec![("content-type", "application/grpc-web"), key], Ok(())),
+            ("not gRPC", &declared, "POST", "/shop.v1.Catalog/GetProduct", vec![("content-type", "application/json")], Err(No)),
+        ];
+        for (what, m, method, path, extra, want) in cases {
+            assert_eq!(decide(m, method, path, &extra), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn grpc_copy_headers() {
+        let m = mirror();
+        let grpc = ("content-type", "application/grpc");
+        let te = ("te", "trailers");
+        // (what, extra request headers, te and grpc-timeout of the copy)
+        #[rustfmt::skip]
+        type Copied<'a> = (Option<&'a str>, Option<&'a str>);
+        let cases: Vec<(&str, Extra, Copied)> = vec![
+            (
+                "te kept, timeout added",
+                vec![grpc, te],
+                (Some("trailers"), Some("1000m")),
+            ),
+            (
+                "timeout within timeout_ms kept",
+                vec![grpc, te, ("grpc-timeout", "999m")],
+                (Some("trailers"), Some("999m")),
+            ),
+            (
+                "timeout at timeout_ms kept",
+                vec![grpc, te, ("grpc-timeout", "1S")],
+                (Some("trailers"), Some("1S")),
+            ),
+            (
+                "longer timeout capped",
+                vec![grpc, te, ("grpc-timeout", "5S")],
+                (Some("trailers"), Some("1000m")),
+            ),
+            (
+                "malformed timeout kept as sent",
+                vec![grpc, te, ("grpc-timeout", "soon")],
+                (Some("trailers"), Some("soon")),
+            ),
+            (
+                "not gRPC: te is hop-by-hop",
+                vec![
+                    ("content-type", "application/json"),
+                    te,
+                    ("grpc-timeout", "5S"),
+                ],
+                (None, Some("5S")),
+            ),
+            (
+                "grpc-web: te is hop-by-hop",
+                vec![("content-type", "application/grpc-web"), te],
+                (None, None),
+            ),
+        ];
+        for (what, extra, want) in cases {
+            let copy = m
+                .copy_headers(headers("POST", "/shop.v1.Catalog/GetProduct", &extra), &[])
+                .unwrap();
+            let value = |name: &str| {
+                let values: Vec<&str> = copy
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+                    .collect();
+                assert!(values.len() <= 1, "{what}: {name} {values:?}");
+                values.first().copied()
+            };
+            assert_eq!((value("te"), value("grpc-timeout")), want, "{what}");
+            assert_eq!(
+                value("content-type"),
+                extra.first().map(|(_, v)| *v),
+                "{what}"
+            );
+        }
+    }
+
     /// The label values are public: dashboards, alerts and the Flagger templates name them.
     #[test]
     fn decision_names() {
@@ -778,7 +938,8 @@ mod tests {
                 "is_mirror",
                 "dispatch_failed",
                 "header_not_utf8",
-                "rate_limited"
+                "rate_limited",
+                "grpc_not_declared"
             ]
         );
     }

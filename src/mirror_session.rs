@@ -14,6 +14,11 @@
 //! (src/noise.rs, learned per endpoint); the canary is judged on how it differs from the
 //! baseline, that noise set aside.
 //!
+//! A gRPC call is mirrored like any request once its method is declared, with two more
+//! things to watch: the request must be one message (a unary or server-streaming call; the
+//! stream follows its framing and counts a client stream `not_idempotent`), and each answer's
+//! status is in its trailers, which the host reads for both sides.
+//!
 //! Everything the host does goes through [`Host`], so every ordering is tested here with a
 //! fake host; the host adapter reads the host's buffers and passes plain values in.
 
@@ -25,6 +30,7 @@ use log::{debug, info, warn};
 use crate::classify::ClassId;
 use crate::compare::{self, Answer, Body, BodyCapture, Differences, Outcome, Verdict};
 use crate::endpoint::{self, EndpointTable};
+use crate::grpc::{RequestFraming, RequestShape};
 use crate::label::label_enum;
 use crate::metrics::{
     Handle, MetricHost, PerClass, PerValue, BASELINE_DURATION_MS, BASELINE_TOTAL,
@@ -89,8 +95,12 @@ label_enum! {
     }
 }
 
-/// The primary's response headers, and its body as the comparison keeps it.
-pub type PrimaryResponse = (Vec<(String, Vec<u8>)>, Body);
+/// Response headers or trailers as the host gives them.
+pub type Headers = Vec<(String, Vec<u8>)>;
+
+/// The primary's response headers, trailers (read for gRPC only), and its body as the
+/// comparison keeps it.
+pub type PrimaryResponse = (Headers, Headers, Body);
 
 /// The primary's side of a pending mirror.
 enum Primary {
@@ -127,6 +137,8 @@ struct Entry {
     class: ClassId,
     method: String,
     path: String,
+    /// A gRPC call: answers are compared on their `grpc-status` too.
+    grpc: bool,
     /// Its label in `differences_total` and the key of its noise.
     endpoint: String,
     /// The copy, until it is dispatched.
@@ -157,6 +169,8 @@ pub struct Job {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// A gRPC call.
+    pub grpc: bool,
 }
 
 struct Metrics {
@@ -416,7 +430,7 @@ impl<H: Host> MirrorSession<H> {
             return Err(Decision::Overloaded);
         }
         let now = self.host.now_ms();
-        let endpoint = self.endpoint_of(&job.headers);
+        let endpoint = self.endpoint_of(&job.headers, job.grpc);
         let baseline = if self.baseline_sampled() {
             BaselineSide::Waiting
         } else {
@@ -426,6 +440,7 @@ impl<H: Host> MirrorSession<H> {
             class: job.class,
             method: job.method,
             path: job.path,
+            grpc: job.grpc,
             endpoint,
             copy: Some((job.headers, job.body)),
             started_ms: now,
@@ -454,15 +469,20 @@ impl<H: Host> MirrorSession<H> {
         Ok(id)
     }
 
-    /// The endpoint label of a copy, from its `:method` and `:path`.
-    fn endpoint_of(&mut self, headers: &[(String, String)]) -> String {
+    /// The endpoint label of a copy, from its `:method` and `:path`; a gRPC call's is its
+    /// method's full name.
+    fn endpoint_of(&mut self, headers: &[(String, String)], grpc: bool) -> String {
         let value = |name: &str| {
             headers
                 .iter()
                 .find(|(n, _)| n == name)
                 .map_or(&[][..], |(_, v)| v.as_bytes())
         };
-        let got = self.endpoints.attribute(value(":method"), value(":path"));
+        let got = if grpc {
+            self.endpoints.attribute_grpc(value(":path"))
+        } else {
+            self.endpoints.attribute(value(":method"), value(":path"))
+        };
         let label = got.label.to_string();
         if got.first_overflow && !self.warned.endpoints {
             self.warned.endpoints = true;
@@ -560,13 +580,15 @@ impl<H: Host> MirrorSession<H> {
     }
 
     /// Root context: the reply to callout `token` (the canary's or the baseline's), or the
-    /// host's stand-in for it. `headers` and `body` read them from the host, and are called
-    /// only when the reply is still awaited and, for the body, the upstream did answer.
+    /// host's stand-in for it. `headers`, `body` and `trailers` read them from the host, and
+    /// are called only when the reply is still awaited and, for the body and trailers, the
+    /// upstream did answer; the trailers only for a gRPC call.
     pub fn on_reply(
         &mut self,
         token: u32,
-        headers: impl FnOnce() -> Vec<(String, Vec<u8>)>,
+        headers: impl FnOnce() -> Headers,
         body: impl FnOnce(&mut BodyCapture),
+        trailers: impl FnOnce() -> Headers,
     ) {
         let Some((id, target)) = self.tokens.remove(&token) else {
             return;
@@ -574,7 +596,7 @@ impl<H: Host> MirrorSession<H> {
         let Some(entry) = self.pending.get_mut(id) else {
             return;
         };
-        let (class, started) = (entry.class, entry.dispatched_ms);
+        let (class, started, grpc) = (entry.class, entry.dispatched_ms, entry.grpc);
         let headers = headers();
         let elapsed_ms = self.host.now_ms().saturating_sub(started);
         let side = match target {
@@ -598,7 +620,11 @@ impl<H: Host> MirrorSession<H> {
                 let spec = &self.mirror.compare;
                 let mut capture = BodyCapture::for_headers(spec, &headers);
                 body(&mut capture);
-                Ok(Answer::from_headers(spec, &headers, capture.finish()))
+                Ok(if grpc {
+                    Answer::from_grpc(spec, &headers, &trailers(), capture.finish())
+                } else {
+                    Answer::from_headers(spec, &headers, capture.finish())
+                })
             }
         };
         match target {
@@ -663,8 +689,12 @@ impl<H: Host> MirrorSession<H> {
             return;
         }
         entry.primary = match response {
-            Some((headers, body)) => Primary::Done {
-                answer: Answer::from_headers(spec, &headers, body),
+            Some((headers, trailers, body)) => Primary::Done {
+                answer: if entry.grpc {
+                    Answer::from_grpc(spec, &headers, &trailers, body)
+                } else {
+                    Answer::from_headers(spec, &headers, body)
+                },
                 duration_ms: now.saturating_sub(entry.started_ms),
             },
             None => Primary::Incomplete,
@@ -928,18 +958,20 @@ pub struct StreamMirror {
 }
 
 /// The primary's response headers, and its body as the comparison keeps it so far.
-type Observed = (Vec<(String, Vec<u8>)>, BodyCapture);
+type Observed = (Headers, BodyCapture);
 
 #[derive(Default)]
 enum StreamState {
     #[default]
     Off,
-    /// Copying the request body while it streams to the primary.
-    Copying(Job),
+    /// Copying the request body while it streams to the primary; a gRPC call's framing
+    /// followed to tell one message from a stream.
+    Copying(Job, Option<RequestFraming>),
     /// Handed to the session; `response` is filled as the primary's response streams by.
     Submitted {
         id: EntryId,
         response: Option<Observed>,
+        grpc: bool,
     },
 }
 
@@ -974,6 +1006,7 @@ impl StreamMirror {
         };
         let method = String::from_utf8_lossy(value(":method")).into_owned();
         let path = printable_path(value(":path"));
+        let grpc = Mirror::is_grpc(&headers);
         let copy = match mirror.copy_headers(headers, class_headers) {
             Ok(copy) => copy,
             Err(decision) => {
@@ -985,13 +1018,15 @@ impl StreamMirror {
             session.count(class, Decision::RateLimited);
             return;
         }
-        self.state = StreamState::Copying(Job {
+        let job = Job {
             class,
             method,
             path,
             headers: copy,
             body: Vec::new(),
-        });
+            grpc,
+        };
+        self.state = StreamState::Copying(job, grpc.then(RequestFraming::new));
         if end {
             self.submit(session);
         }
@@ -1005,15 +1040,49 @@ impl StreamMirror {
         read: impl FnOnce() -> Result<Vec<u8>, String>,
         end: bool,
     ) {
-        let StreamState::Copying(job) = &mut self.state else {
+        let StreamState::Copying(job, framing) = &mut self.state else {
             return;
         };
-        if job.body.len().saturating_add(len) > session.config().max_body_bytes {
+        let over = job.body.len().saturating_add(len) > session.config().max_body_bytes;
+        let mut read = Some(read);
+        let mut chunk = None;
+        if let Some(framing) = framing {
+            // A client stream is told by its framing whatever its size: only the first
+            // message's prefix is needed, so a chunk past it is not read for this.
+            if !over || job.body.len() < crate::grpc::PREFIX_LEN {
+                let bytes = read.take().map_or_else(|| Ok(Vec::new()), |r| r());
+                match bytes {
+                    Ok(bytes) => {
+                        framing.push(&bytes);
+                        chunk = Some(bytes);
+                    }
+                    Err(e) => {
+                        debug!("cannot read the request body: {e}; not mirrored");
+                        session.count(job.class, Decision::DispatchFailed);
+                        self.state = StreamState::Off;
+                        return;
+                    }
+                }
+            } else {
+                framing.skip(len);
+            }
+            if framing.shape(end) == RequestShape::Stream {
+                session.count(job.class, Decision::NotIdempotent);
+                self.state = StreamState::Off;
+                return;
+            }
+        }
+        if over {
             session.count(job.class, Decision::BodyTooLarge);
             self.state = StreamState::Off;
             return;
         }
-        match read() {
+        let bytes = match (chunk, read) {
+            (Some(bytes), _) => Ok(bytes),
+            (None, Some(read)) => read(),
+            (None, None) => Ok(Vec::new()),
+        };
+        match bytes {
             Ok(chunk) => job.body.extend_from_slice(&chunk),
             Err(e) => {
                 debug!("cannot read the request body: {e}; not mirrored");
@@ -1033,11 +1102,22 @@ impl StreamMirror {
     }
 
     fn submit<H: Host>(&mut self, session: &mut MirrorSession<H>) {
-        let StreamState::Copying(job) = std::mem::take(&mut self.state) else {
+        let StreamState::Copying(job, framing) = std::mem::take(&mut self.state) else {
             return;
         };
+        // A gRPC request that ended as anything but one message (a client stream that sent
+        // none, or a cut message) is not one request the canary could answer alike.
+        if framing.is_some_and(|f| f.shape(true) != RequestShape::Single) {
+            session.count(job.class, Decision::NotIdempotent);
+            return;
+        }
+        let grpc = job.grpc;
         if let Some(id) = session.submit(job) {
-            self.state = StreamState::Submitted { id, response: None };
+            self.state = StreamState::Submitted {
+                id,
+                response: None,
+                grpc,
+            };
             if self.response_started {
                 // The primary answered before the request was complete: its response went
                 // by unobserved, so there is nothing to compare the canary's with.
@@ -1054,6 +1134,13 @@ impl StreamMirror {
         end: bool,
     ) {
         self.response_started = true;
+        if let StreamState::Copying(job, Some(_)) = &self.state {
+            // A gRPC call whose answer begins before the client has sent its one message
+            // and ended its side is a stream from the client (bidirectional, mostly).
+            session.count(job.class, Decision::NotIdempotent);
+            self.state = StreamState::Off;
+            return;
+        }
         let StreamState::Submitted { response, .. } = &mut self.state else {
             return;
         };
@@ -1065,7 +1152,7 @@ impl StreamMirror {
             Err(e) => debug!("cannot read response headers: {e}"),
         }
         if end {
-            self.primary_done(session, true);
+            self.primary_done(session, true, Vec::new());
         }
     }
 
@@ -1085,26 +1172,49 @@ impl StreamMirror {
         };
         feed(capture);
         if end {
-            self.primary_done(session, true);
+            self.primary_done(session, true, Vec::new());
         }
     }
 
-    pub fn response_trailers<H: Host>(&mut self, session: &mut MirrorSession<H>) {
-        self.primary_done(session, true);
+    /// The primary's response trailers end it; `read` copies them out of the host, called
+    /// only for a gRPC call, whose status they hold.
+    pub fn response_trailers<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        read: impl FnOnce() -> Result<Headers, String>,
+    ) {
+        let trailers = match &self.state {
+            StreamState::Submitted { grpc: true, .. } => match read() {
+                Ok(trailers) => trailers,
+                Err(e) => {
+                    debug!("cannot read response trailers: {e}");
+                    // Without them the status is unknown: nothing to compare with.
+                    self.primary_done(session, false, Vec::new());
+                    return;
+                }
+            },
+            _ => Vec::new(),
+        };
+        self.primary_done(session, true, trailers);
     }
 
     /// The stream is over: still waiting here means the response never completed (reset,
     /// client gone).
     pub fn log<H: Host>(&mut self, session: &mut MirrorSession<H>) {
-        self.primary_done(session, false);
+        self.primary_done(session, false, Vec::new());
     }
 
-    fn primary_done<H: Host>(&mut self, session: &mut MirrorSession<H>, complete: bool) {
-        let StreamState::Submitted { id, response } = std::mem::take(&mut self.state) else {
+    fn primary_done<H: Host>(
+        &mut self,
+        session: &mut MirrorSession<H>,
+        complete: bool,
+        trailers: Headers,
+    ) {
+        let StreamState::Submitted { id, response, .. } = std::mem::take(&mut self.state) else {
             return;
         };
         let response = match (complete, response) {
-            (true, Some((headers, body))) => Some((headers, body.finish())),
+            (true, Some((headers, body))) => Some((headers, trailers, body.finish())),
             _ => None,
         };
         session.primary_answered(id, response);
@@ -1330,6 +1440,7 @@ mod tests {
                 (":path".into(), "/items?token=secret".into()),
             ],
             body: body.to_vec(),
+            grpc: false,
         }
     }
 
@@ -1446,12 +1557,16 @@ mod tests {
                     FIRST_TOKEN + n as u32,
                     || reply.headers(),
                     |c| c.push(reply.body),
+                    Vec::new,
                 ),
                 RefuseBaseline => *fake.refuse_cluster.borrow_mut() = Some("baseline".into()),
                 Primary(n, reply) => {
                     let mut capture = BodyCapture::new(&s.config().compare);
                     capture.push(reply.body);
-                    s.primary_answered(ids[n], Some((reply.headers(), capture.finish())));
+                    s.primary_answered(
+                        ids[n],
+                        Some((reply.headers(), Vec::new(), capture.finish())),
+                    );
                 }
                 PrimaryIncomplete(n) => s.primary_answered(ids[n], None),
                 Later(ms) => fake.now.set(fake.now.get() + ms),
@@ -2008,10 +2123,10 @@ mod tests {
         let id = s.submit(j).unwrap();
         s.on_queue_ready();
         let h = OK.headers();
-        s.on_reply(FIRST_TOKEN, || h.clone(), |c| c.push(canary));
+        s.on_reply(FIRST_TOKEN, || h.clone(), |c| c.push(canary), Vec::new);
         let mut capture = BodyCapture::new(&s.config().compare);
         capture.push(primary);
-        s.primary_answered(id, Some((OK.headers(), capture.finish())));
+        s.primary_answered(id, Some((OK.headers(), Vec::new(), capture.finish())));
     }
 
     #[test]
@@ -2086,11 +2201,21 @@ mod tests {
             let id = s.submit(job(b"")).unwrap();
             s.on_queue_ready();
             let h = OK.headers();
-            s.on_reply(FIRST_TOKEN + 1, || h.clone(), |c| c.push(two.as_bytes()));
-            s.on_reply(FIRST_TOKEN, || h.clone(), |c| c.push(one.as_bytes()));
+            s.on_reply(
+                FIRST_TOKEN + 1,
+                || h.clone(),
+                |c| c.push(two.as_bytes()),
+                Vec::new,
+            );
+            s.on_reply(
+                FIRST_TOKEN,
+                || h.clone(),
+                |c| c.push(one.as_bytes()),
+                Vec::new,
+            );
             let mut capture = BodyCapture::new(&s.config().compare);
             capture.push(one.as_bytes());
-            s.primary_answered(id, Some((OK.headers(), capture.finish())));
+            s.primary_answered(id, Some((OK.headers(), Vec::new(), capture.finish())));
         }
         assert_eq!(
             capture_log::lines(log::Level::Warn),
@@ -2215,7 +2340,7 @@ mod tests {
                     ResponseBody(chunk, end) => {
                         stream.response_body(&mut s, |c| c.push(chunk), end)
                     }
-                    ResponseTrailers => stream.response_trailers(&mut s),
+                    ResponseTrailers => stream.response_trailers(&mut s, || Ok(Vec::new())),
                     Log => stream.log(&mut s),
                     S(step) => run(&fake, &mut s, &[step], &at),
                     Sent(body) => {
@@ -2238,5 +2363,240 @@ mod tests {
             got.retain(|name, _| !name.starts_with(DIFFERENCES_TOTAL.name));
             assert_eq!(got, want, "{case}");
         }
+    }
+
+    /// A gRPC call as a stream sees it, on a session that declares `GetProduct` and the
+    /// `Watch*` methods and compares protobuf bodies.
+    #[derive(Debug, Clone, Copy)]
+    enum G {
+        /// Request headers of a gRPC call to this method; `end`: no body.
+        Call(&'static str, bool),
+        Body(&'static [u8], bool),
+        /// The canary's reply: its headers besides `:status`, body and trailers; `upstream`:
+        /// it came from the canary's server, not Envoy.
+        Canary(
+            &'static [(&'static str, &'static str)],
+            &'static [u8],
+            &'static [(&'static str, &'static str)],
+            bool,
+        ),
+        ResponseHeaders(&'static [(&'static str, &'static str)], bool),
+        ResponseBody(&'static [u8], bool),
+        ResponseTrailers(&'static [(&'static str, &'static str)]),
+        ResponseTrailersUnreadable,
+        Log,
+        S(Step),
+        /// The copy dispatched carries these headers.
+        CopyHas(&'static [(&'static str, &'static str)]),
+    }
+
+    /// `{1: 7}` and `{1: 9}`, length-prefixed.
+    const SEVEN: &[u8] = &[0, 0, 0, 0, 2, 0x08, 7];
+    const NINE: &[u8] = &[0, 0, 0, 0, 2, 0x08, 9];
+    const TWO_MESSAGES: &[u8] = &[0, 0, 0, 0, 2, 0x08, 7, 0, 0, 0, 0, 2, 0x08, 7];
+    const GRPC: &[(&str, &str)] = &[("content-type", "application/grpc")];
+    const STATUS_OK: &[(&str, &str)] = &[("grpc-status", "0")];
+    const TRAILERS_ONLY: &[(&str, &str)] = &[
+        ("content-type", "application/grpc"),
+        ("grpc-status", "14"),
+        ("grpc-message", "catalog%20down"),
+    ];
+    const GET: &str = "/shop.v1.Catalog/GetProduct";
+
+    #[test]
+    fn a_grpc_call_from_request_headers_to_log() {
+        use Decision::*;
+        use Outcome::*;
+        use G::*;
+        let ready = S(Step::Ready);
+        let canary_ok = Canary(GRPC, SEVEN, STATUS_OK, true);
+        let primary_ok = [
+            ResponseHeaders(GRPC, false),
+            ResponseBody(SEVEN, false),
+            ResponseTrailers(STATUS_OK),
+        ];
+        let unary = |tail: &[G]| -> Vec<G> {
+            let mut steps = vec![Call(GET, false), Body(SEVEN, true), ready];
+            steps.extend_from_slice(tail);
+            steps
+        };
+        let answered = |canary: G| -> Vec<G> {
+            let mut tail = vec![canary];
+            tail.extend_from_slice(&primary_ok);
+            unary(&tail)
+        };
+        #[rustfmt::skip]
+        let cases: Vec<Case<G>> = vec![
+            ("unary, same answer", answered(canary_ok), vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("the copy keeps te and caps grpc-timeout", unary(&[CopyHas(&[("te", "trailers"), ("grpc-timeout", "1000m"), ("content-type", "application/grpc")])]),
+                vec![(D(Mirrored), 1)]),
+            ("a field differs", answered(Canary(GRPC, NINE, STATUS_OK, true)), vec![(D(Mirrored), 1), (R(BodyMismatch), 1)]),
+            ("the canary's server answers UNAVAILABLE", answered(Canary(TRAILERS_ONLY, b"", &[], true)),
+                vec![(D(Mirrored), 1), (R(StatusMismatch), 1)]),
+            ("Envoy's stand-in: HTTP 200 with grpc-status 14", answered(Canary(TRAILERS_ONLY, b"", &[], false)),
+                vec![(D(Mirrored), 1), (R(MirrorError), 1)]),
+            ("both answer trailers-only", unary(&[Canary(TRAILERS_ONLY, b"", &[], true), ResponseHeaders(TRAILERS_ONLY, true), S(Step::Pending(0))]),
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("the primary's trailers cannot be read", unary(&[canary_ok, ResponseHeaders(GRPC, false), ResponseBody(SEVEN, false), ResponseTrailersUnreadable]),
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("the client is gone before the trailers", unary(&[canary_ok, ResponseHeaders(GRPC, false), ResponseBody(SEVEN, false), Log]),
+                vec![(D(Mirrored), 1), (R(Skipped), 1)]),
+            ("a server stream is one request", vec![Call("/shop.v1.Catalog/WatchPrices", false), Body(SEVEN, true), ready,
+                    Canary(GRPC, TWO_MESSAGES, STATUS_OK, true), ResponseHeaders(GRPC, false), ResponseBody(TWO_MESSAGES, false), ResponseTrailers(STATUS_OK)],
+                vec![(D(Mirrored), 1), (R(Match), 1)]),
+            ("a client stream in one chunk", vec![Call(GET, false), Body(TWO_MESSAGES, true), ready, S(Step::Dispatches(0))],
+                vec![(D(NotIdempotent), 1)]),
+            ("a client stream, message by message", vec![Call(GET, false), Body(SEVEN, false), Body(SEVEN, false), Body(SEVEN, true), ready, S(Step::Dispatches(0))],
+                vec![(D(NotIdempotent), 1)]),
+            ("a client stream past max_body_bytes", vec![Call(GET, false), Body(SEVEN, false), Body(NINE, false), ready, S(Step::Dispatches(0))],
+                vec![(D(NotIdempotent), 1)]),
+            ("one message past max_body_bytes", vec![Call(GET, false), Body(&[0, 0, 0, 0, 9, 8, 1], false), Body(&[8, 2, 8, 3], false), S(Step::Dispatches(0))],
+                vec![(D(BodyTooLarge), 1)]),
+            ("the answer begins before the request ends (bidi)", vec![Call(GET, false), Body(SEVEN, false), ResponseHeaders(GRPC, false), Body(SEVEN, true), ready,
+                    S(Step::Dispatches(0))],
+                vec![(D(NotIdempotent), 1)]),
+            ("no message at all", vec![Call(GET, true), ready, S(Step::Dispatches(0))], vec![(D(NotIdempotent), 1)]),
+            ("a cut message", vec![Call(GET, false), Body(&SEVEN[..6], true), ready, S(Step::Dispatches(0))], vec![(D(NotIdempotent), 1)]),
+            ("an undeclared method", vec![Call("/shop.v1.Catalog/PlaceOrder", false), Body(SEVEN, true), ready, S(Step::Dispatches(0))],
+                vec![(D(GrpcNotDeclared), 1)]),
+        ];
+        let config = format!(
+            r#"{{"classification": {{"rules": [{{"class": "beta", "header": {{"name": "x-beta", "exact": "true"}}}}]}},
+                "mirror": {{"cluster": "canary", "timeout_ms": {TIMEOUT_MS}, "max_body_bytes": {MAX_BODY},
+                            "grpc": {{"methods": ["{GET}", "/shop.v1.Catalog/Watch*"]}},
+                            "compare": {{"body": "protobuf"}}}}}}"#
+        );
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, Vec<u8>)> {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        for (case, steps, want) in cases {
+            let fake = Rc::new(Fake {
+                now: Cell::new(1_000_000),
+                ..Fake::default()
+            });
+            let mirror = crate::config::parse(config.as_bytes())
+                .unwrap()
+                .mirror
+                .unwrap();
+            let mut s = session_on(&fake, mirror, None);
+            let mut stream = StreamMirror::default();
+            for (i, step) in steps.iter().enumerate() {
+                let at = format!("{case}, step {i} {step:?}");
+                match *step {
+                    Call(path, end) => {
+                        let headers = pairs(&[
+                            (":method", "POST"),
+                            (":path", path),
+                            ("content-type", "application/grpc"),
+                            ("te", "trailers"),
+                        ]);
+                        let request = Request {
+                            headers,
+                            class: BETA,
+                            assigned: &[],
+                            class_headers: &[],
+                        };
+                        stream.start(&mut s, request, || Some(0), end);
+                    }
+                    Body(chunk, end) => {
+                        stream.request_body(&mut s, chunk.len(), || Ok(chunk.to_vec()), end)
+                    }
+                    Canary(headers, body, trailers, upstream) => {
+                        let mut h = pairs(&[(":status", "200")]);
+                        h.extend(pairs(headers));
+                        if upstream {
+                            h.extend(pairs(&[("x-envoy-upstream-service-time", "3")]));
+                        }
+                        s.on_reply(FIRST_TOKEN, || h, |c| c.push(body), || pairs(trailers));
+                    }
+                    ResponseHeaders(headers, end) => {
+                        let mut h = pairs(&[(":status", "200")]);
+                        h.extend(pairs(headers));
+                        stream.response_headers(&mut s, || Ok(h), end)
+                    }
+                    ResponseBody(chunk, end) => {
+                        stream.response_body(&mut s, |c| c.push(chunk), end)
+                    }
+                    ResponseTrailers(trailers) => {
+                        stream.response_trailers(&mut s, || Ok(pairs(trailers)))
+                    }
+                    ResponseTrailersUnreadable => {
+                        stream.response_trailers(&mut s, || Err("NotFound".into()))
+                    }
+                    Log => stream.log(&mut s),
+                    S(step) => run(&fake, &mut s, &[step], &at),
+                    CopyHas(want) => {
+                        let d = fake.dispatched.borrow();
+                        let copy = &d.last().unwrap().1;
+                        for (n, v) in want {
+                            assert!(
+                                copy.contains(&(n.to_string(), v.to_string())),
+                                "{at}: {copy:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            stream.log(&mut s);
+            let want: BTreeMap<String, i64> = want.into_iter().map(|(c, v)| (stat(c), v)).collect();
+            let mut got = fake.metrics.nonzero();
+            got.remove(&MIRRORS_PENDING.stat_name(["canary"]));
+            got.retain(|name, _| !name.starts_with(DIFFERENCES_TOTAL.name));
+            assert_eq!(got, want, "{case}");
+        }
+    }
+
+    /// The endpoint of a gRPC call is its method, and the element a field-number pointer.
+    #[test]
+    fn grpc_differences_are_counted_per_method() {
+        capture_log::start();
+        let config = format!(
+            r#"{{"mirror": {{"cluster": "canary", "timeout_ms": {TIMEOUT_MS},
+                            "grpc": {{"methods": ["{GET}"]}}, "compare": {{"body": "protobuf"}}}}}}"#
+        );
+        let fake = Rc::new(Fake::default());
+        let mirror = crate::config::parse(config.as_bytes())
+            .unwrap()
+            .mirror
+            .unwrap();
+        let mut s = session_on(&fake, mirror, None);
+        let pairs = |list: &[(&str, &str)]| -> Vec<(String, Vec<u8>)> {
+            list.iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let mut stream = StreamMirror::default();
+        let request = Request {
+            headers: pairs(&[
+                (":method", "POST"),
+                (":path", GET),
+                ("content-type", "application/grpc"),
+            ]),
+            class: 0,
+            assigned: &[],
+            class_headers: &[],
+        };
+        stream.start(&mut s, request, || Some(0), false);
+        stream.request_body(&mut s, SEVEN.len(), || Ok(SEVEN.to_vec()), true);
+        s.on_queue_ready();
+        let mut h = pairs(&[(":status", "200"), ("content-type", "application/grpc")]);
+        stream.response_headers(&mut s, || Ok(h.clone()), false);
+        stream.response_body(&mut s, |c| c.push(SEVEN), false);
+        stream.response_trailers(&mut s, || Ok(pairs(STATUS_OK)));
+        h.push(("x-envoy-upstream-service-time".into(), b"1".to_vec()));
+        s.on_reply(FIRST_TOKEN, || h, |c| c.push(NINE), || pairs(STATUS_OK));
+        let name = DIFFERENCES_TOTAL.stat_name(["canary", GET, "/1", "mismatch"]);
+        assert_eq!(
+            fake.metrics.value(&name),
+            Some(1),
+            "{:?}",
+            fake.metrics.nonzero()
+        );
+        assert_eq!(
+            capture_log::lines(log::Level::Info),
+            [format!("mirror mismatch: POST {GET} class=stable endpoint={GET} element=/1 result=body_mismatch: body /1: 7 vs 9")]
+        );
     }
 }

@@ -7,8 +7,10 @@
 //! request id, a timestamp, a hostname. A canary whose answer differs from the baseline only on
 //! noise is not a mismatch; one that differs on anything else is.
 //!
-//! An element is a string: [`STATUS`], [`header_element`], a JSON pointer whose array indices
-//! are `*` (`/items/*/id`, as `json_diff` reports it), or [`BODY`] for a body that is not JSON.
+//! An element is a string: [`STATUS`], [`GRPC_STATUS`], [`header_element`], a JSON pointer
+//! whose array indices are `*` (`/items/*/id`, as `json_diff` reports it), a protobuf
+//! field-number pointer (`/2/*/1`, as `protobuf_diff` reports it), or [`BODY`] for a body
+//! compared as bytes.
 //! Everything is bounded: endpoints, elements per endpoint, elements taken from one
 //! observation; what does not fit is counted in [`Shed`] and never treated as noise, so a full
 //! table errs towards reporting a mismatch rather than hiding one.
@@ -19,6 +21,8 @@ use xxhash_rust::xxh64::Xxh64;
 
 /// The element of the response status.
 pub const STATUS: &str = "status";
+/// The element of a gRPC answer's status (`grpc-status`).
+pub const GRPC_STATUS: &str = "grpc-status";
 /// The element of a whole body that is compared as bytes, not as JSON.
 pub const BODY: &str = "body";
 

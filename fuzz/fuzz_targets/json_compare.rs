@@ -119,6 +119,7 @@ fn spec(body: BodyMode, ignore: Vec<IgnorePattern>, max_body_bytes: usize) -> Co
         headers: vec!["content-type".to_string()],
         body,
         ignore,
+        protobuf_ignore: Vec::new(),
         max_body_bytes,
         endpoints: Default::default(),
     }

@@ -492,6 +492,12 @@ fn reason(
         Decision::HeaderNotUtf8 => {
             "a header of the copy is not UTF-8, and the callout carries text headers only".into()
         }
+        Decision::GrpcNotDeclared => format!(
+            "a gRPC call ({}) whose method is not in mirror.grpc.methods {}: only the methods \
+             declared free of side effects are copied",
+            first(":path"),
+            list(m.grpc_methods.iter().map(|p| p.as_str()))
+        ),
         Decision::Overloaded | Decision::DispatchFailed | Decision::RateLimited => {
             "decided at run time, never from the headers alone".into()
         }

@@ -6,6 +6,7 @@ use smart_default::SmartDefault;
 use crate::compare::{BodyMode, CompareSpec};
 use crate::endpoint::Templates;
 use crate::json_diff::IgnorePattern;
+use crate::protobuf_diff;
 
 use super::checks::{body_limit, header_list};
 use super::error::ConfigErrors;
@@ -36,19 +37,25 @@ pub(super) struct RawEndpoint {
 /// The section found at `path`.
 pub(super) fn compile(path: &str, raw: RawCompare, errors: &mut ConfigErrors) -> CompareSpec {
     let headers = header_list(&format!("{path}.headers"), &raw.headers, errors);
-    if raw.body != BodyMode::Json && !raw.ignore.is_empty() {
+    if !matches!(raw.body, BodyMode::Json | BodyMode::Protobuf) && !raw.ignore.is_empty() {
         errors.add(
             format!("{path}.ignore"),
-            "applies only to JSON bodies; set compare.body to \"json\"",
+            "applies only to JSON and protobuf bodies; set compare.body to \"json\" or \"protobuf\"",
         );
     }
-    let ignore = (raw.ignore.iter().enumerate())
-        .filter_map(|(i, p)| {
-            IgnorePattern::parse(p)
-                .map_err(|why| errors.add(format!("{path}.ignore[{i}]"), why))
-                .ok()
-        })
-        .collect();
+    // JSON Pointers for `json`, field-number pointers for `protobuf`.
+    let mut ignore = Vec::new();
+    let mut protobuf_ignore = Vec::new();
+    for (i, p) in raw.ignore.iter().enumerate() {
+        let parsed = if raw.body == BodyMode::Protobuf {
+            protobuf_diff::IgnorePattern::parse(p).map(|p| protobuf_ignore.push(p))
+        } else {
+            IgnorePattern::parse(p).map(|p| ignore.push(p))
+        };
+        if let Err(why) = parsed {
+            errors.add(format!("{path}.ignore[{i}]"), why);
+        }
+    }
     body_limit(
         &format!("{path}.max_body_bytes"),
         raw.max_body_bytes,
@@ -72,6 +79,7 @@ pub(super) fn compile(path: &str, raw: RawCompare, errors: &mut ConfigErrors) ->
         headers,
         body: raw.body,
         ignore,
+        protobuf_ignore,
         max_body_bytes: raw.max_body_bytes,
         endpoints,
     }

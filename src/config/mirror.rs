@@ -5,6 +5,7 @@ use serde::Deserialize;
 use smart_default::SmartDefault;
 
 use crate::classify::Classification;
+use crate::grpc::MethodPattern;
 use crate::mirror_policy::{Baseline, Method, Mirror};
 use crate::noise::NoiseSettings;
 
@@ -53,6 +54,14 @@ pub(super) struct RawMirror {
     noise: Option<Object<RawNoise>>,
     /// 0: no limit.
     max_per_second: u32,
+    grpc: Option<Object<RawGrpc>>,
+}
+
+/// `mirror.grpc`: which gRPC methods may be mirrored.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGrpc {
+    methods: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -203,6 +212,11 @@ pub(super) fn compile(
         );
     }
 
+    let grpc_methods = raw
+        .grpc
+        .map(|Object(g)| grpc_methods(&g.methods, errors))
+        .unwrap_or_default();
+
     Mirror {
         cluster: raw.cluster,
         authority_suffix: raw.authority_suffix,
@@ -221,7 +235,30 @@ pub(super) fn compile(
         compare,
         baseline,
         max_per_second: raw.max_per_second,
+        grpc_methods,
     }
+}
+
+/// `mirror.grpc.methods`: each entry parsed, none twice.
+fn grpc_methods(entries: &[String], errors: &mut ConfigErrors) -> Vec<MethodPattern> {
+    if entries.is_empty() {
+        errors.add(
+            "mirror.grpc.methods",
+            "is empty; list the methods without side effects, or leave mirror.grpc out to mirror no gRPC call",
+        );
+    }
+    let mut out: Vec<MethodPattern> = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.iter().enumerate() {
+        let path = format!("mirror.grpc.methods[{i}]");
+        match MethodPattern::parse(entry) {
+            Err(why) => errors.add(path, why),
+            Ok(p) if out.iter().any(|o| o.as_str() == p.as_str()) => {
+                errors.add(path, format!("{entry:?} is listed twice"))
+            }
+            Ok(p) => out.push(p),
+        }
+    }
+    out
 }
 
 /// `mirror.baseline`, with `mirror.noise` (which applies only to it).
@@ -346,6 +383,7 @@ mod tests {
         assert!(m.compare.endpoints.is_empty());
         assert!(m.baseline.is_none());
         assert_eq!(m.max_per_second, 0);
+        assert!(m.grpc_methods.is_empty(), "no gRPC call mirrored");
         let b = parse(br#"{"mirror": {"baseline": {"cluster": "primary"}}}"#)
             .unwrap()
             .mirror
@@ -390,7 +428,8 @@ mod tests {
             },
             "baseline": {"cluster": "primary", "percent": 50.5},
             "noise": {"min_samples": 10, "threshold": 0.1, "window": 100},
-            "max_per_second": 50
+            "max_per_second": 50,
+            "grpc": {"methods": ["/shop.v1.Catalog/Get*", "/shop.v1.Catalog/ListProducts", "/grpc.health.v1.Health/Check"]}
           }
         }"#;
         let m = parse(json.as_bytes()).unwrap().mirror.unwrap();
@@ -419,6 +458,29 @@ mod tests {
             (10, 0.1, 100)
         );
         assert_eq!(m.max_per_second, 50);
+        let grpc: Vec<&str> = m.grpc_methods.iter().map(|p| p.as_str()).collect();
+        assert_eq!(
+            grpc,
+            [
+                "/shop.v1.Catalog/Get*",
+                "/shop.v1.Catalog/ListProducts",
+                "/grpc.health.v1.Health/Check"
+            ]
+        );
+        let protobuf =
+            parse(br#"{"mirror": {"compare": {"body": "protobuf", "ignore": ["/1", "/2/*/3"]}}}"#)
+                .unwrap()
+                .mirror
+                .unwrap()
+                .compare;
+        assert_eq!(protobuf.body, BodyMode::Protobuf);
+        assert!(protobuf.ignore.is_empty());
+        let ignore: Vec<&str> = protobuf
+            .protobuf_ignore
+            .iter()
+            .map(|p| p.as_str())
+            .collect();
+        assert_eq!(ignore, ["/1", "/2/*/3"]);
     }
 
     /// Every error of the mirror section, with its exact text.
@@ -430,7 +492,7 @@ mod tests {
             (r#"[]"#, vec![
                 "mirror: invalid type: sequence, expected a JSON object at line 1 column 108".into()]),
             (r#"{"clusetr": "c"}"#, vec![
-                "mirror.clusetr: unknown field `clusetr`, expected one of `cluster`, `authority_suffix`, `marker_header`, `percent`, `sample_key`, `classes`, `include_paths`, `exclude_paths`, `methods`, `idempotency_key_header`, `timeout_ms`, `max_body_bytes`, `max_in_flight`, `remove_headers`, `compare`, `baseline`, `noise`, `max_per_second` at line 1 column 118".into()]),
+                "mirror.clusetr: unknown field `clusetr`, expected one of `cluster`, `authority_suffix`, `marker_header`, `percent`, `sample_key`, `classes`, `include_paths`, `exclude_paths`, `methods`, `idempotency_key_header`, `timeout_ms`, `max_body_bytes`, `max_in_flight`, `remove_headers`, `compare`, `baseline`, `noise`, `max_per_second`, `grpc` at line 1 column 118".into()]),
             (r#"{"cluster": ""}"#, vec![
                 "mirror.cluster: \"\" is not a cluster name; name the Envoy cluster of the canary (in Istio: outbound|PORT||HOST)".into()]),
             (r#"{"cluster": "a;b"}"#, vec![
@@ -482,11 +544,16 @@ mod tests {
                 "mirror.remove_headers[1]: \"Authorization\" is listed twice".into(),
                 format!("mirror.remove_headers[2]: \":path\" is not a valid HTTP header name ({name_chars})")]),
             (r#"{"compare": {"body": "xml"}}"#, vec![
-                "mirror.compare.body: unknown variant `xml`, expected one of `bytes`, `json`, `none` at line 1 column 134".into()]),
+                "mirror.compare.body: unknown variant `xml`, expected one of `bytes`, `json`, `protobuf`, `none` at line 1 column 134".into()]),
             (r#"{"compare": {"headers": ["content type"]}}"#, vec![
                 format!("mirror.compare.headers[0]: \"content type\" is not a valid HTTP header name ({name_chars})")]),
             (r#"{"compare": {"ignore": ["/timestamp"]}}"#, vec![
-                "mirror.compare.ignore: applies only to JSON bodies; set compare.body to \"json\"".into()]),
+                "mirror.compare.ignore: applies only to JSON and protobuf bodies; set compare.body to \"json\" or \"protobuf\"".into()]),
+            (r#"{"compare": {"body": "protobuf", "ignore": ["/2/*/1", "/timestamp", "2", "/", "/02"]}}"#, vec![
+                "mirror.compare.ignore[1]: \"/timestamp\" is not a field-number pointer: \"timestamp\" is not a field number, an index or '*'".into(),
+                "mirror.compare.ignore[2]: \"2\" is not a field-number pointer: it must start with '/' (e.g. \"/2\")".into(),
+                "mirror.compare.ignore[3]: \"/\" would ignore the whole body; use compare.body \"none\" to skip body comparison".into(),
+                "mirror.compare.ignore[4]: \"/02\" is not a field-number pointer: \"02\" is not a field number, an index or '*'".into()]),
             (r#"{"compare": {"body": "json", "ignore": ["timestamp", ""]}}"#, vec![
                 "mirror.compare.ignore[0]: \"timestamp\" is not a JSON Pointer: it must start with '/' (e.g. \"/timestamp\")".into(),
                 "mirror.compare.ignore[1]: \"\" would ignore the whole body; use compare.body \"none\" to skip body comparison".into()]),
@@ -524,6 +591,25 @@ mod tests {
                 "mirror.noise.windows: unknown field `windows`, expected one of `min_samples`, `threshold`, `window` at line 1 column 164".into()]),
             (r#"{"max_per_second": 1000001}"#, vec![
                 "mirror.max_per_second: 1000001 is over 1000000; 0 turns the limit off".into()]),
+            (r#"{"grpc": {"methods": ["/shop.v1.Catalog/Get*", "shop.v1.Catalog/Get", "/shop.v1.*", "/shop.v1.Catalog/*Product", "/shop.v1.Catalog", "/shop.v1.Catalog/Get*"]}}"#, vec![
+                "mirror.grpc.methods[1]: \"shop.v1.Catalog/Get\" is not a gRPC method: it must start with '/' (expected \"/package.Service/Method\", or a method prefix ending in '*' (\"/package.Service/Get*\"))".into(),
+                "mirror.grpc.methods[2]: \"/shop.v1.*\" is not a gRPC method pattern: a wildcard may cover the methods of one service (\"/package.Service/*\"), not services".into(),
+                "mirror.grpc.methods[3]: \"/shop.v1.Catalog/*Product\" is not a gRPC method pattern: '*' may only end the method name (e.g. \"/shop.v1.Catalog/Get*\")".into(),
+                "mirror.grpc.methods[4]: \"/shop.v1.Catalog\" is not a gRPC method: it has no method part (expected \"/package.Service/Method\", or a method prefix ending in '*' (\"/package.Service/Get*\"))".into(),
+                "mirror.grpc.methods[5]: \"/shop.v1.Catalog/Get*\" is listed twice".into()]),
+            (r#"{"grpc": {"methods": ["/*/Get", "/shop.v1.Catalog/Get/x", "/shop..v1.Catalog/Get", "/shop.v1.Catalog/Get-Product"]}}"#, vec![
+                "mirror.grpc.methods[0]: \"/*/Get\" is not a gRPC method pattern: a wildcard may cover the methods of one service (\"/package.Service/*\"), not services".into(),
+                "mirror.grpc.methods[1]: \"/shop.v1.Catalog/Get/x\" is not a gRPC method: it has more than two '/'-separated parts (expected \"/package.Service/Method\", or a method prefix ending in '*' (\"/package.Service/Get*\"))".into(),
+                "mirror.grpc.methods[2]: \"/shop..v1.Catalog/Get\" is not a gRPC method: \"shop..v1.Catalog\" is not a service name (identifiers separated by '.', e.g. \"shop.v1.Catalog\")".into(),
+                "mirror.grpc.methods[3]: \"/shop.v1.Catalog/Get-Product\" is not a gRPC method: \"Get-Product\" is not a method name (an identifier such as \"GetProduct\", or a prefix of one ending in '*')".into()]),
+            (r#"{"grpc": {"methods": []}}"#, vec![
+                "mirror.grpc.methods: is empty; list the methods without side effects, or leave mirror.grpc out to mirror no gRPC call".into()]),
+            (r#"{"grpc": {}}"#, vec![
+                "mirror.grpc: missing field `methods` at line 1 column 119".into()]),
+            (r#"{"grpc": {"methods": ["/a.B/C"], "streams": true}}"#, vec![
+                "mirror.grpc.streams: unknown field `streams`, expected `methods` at line 1 column 150".into()]),
+            (r#"{"grpc": ["/a.B/C"]}"#, vec![
+                "mirror.grpc: invalid type: sequence, expected a JSON object at line 1 column 117".into()]),
             (r#"{"max_per_second": -1}"#, vec![
                 "mirror.max_per_second: invalid value: integer `-1`, expected u32 at line 1 column 129".into()]),
         ];

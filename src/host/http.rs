@@ -169,7 +169,11 @@ impl HttpContext for Http {
 
     fn on_http_response_trailers(&mut self, _num_trailers: usize) -> Action {
         if let Some(m) = mirror_of(&self.plugin) {
-            m.with(|s| self.mirror.response_trailers(s));
+            let read = || {
+                hostcalls::get_map_bytes(MapType::HttpResponseTrailers)
+                    .map_err(|status| format!("{status:?}"))
+            };
+            m.with(|s| self.mirror.response_trailers(s, read));
         }
         Action::Continue
     }

@@ -158,6 +158,14 @@ impl Runtime {
                 token,
                 || hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).unwrap_or_default(),
                 |capture| capture_buffer(capture, BufferType::HttpCallResponseBody, body_size),
+                // A gRPC reply's status; Envoy keeps a callout's trailers for this callback.
+                || match hostcalls::get_map_bytes(MapType::HttpCallResponseTrailers) {
+                    Ok(trailers) => trailers,
+                    Err(status) => {
+                        debug!("cannot read the callout's trailers: {status:?}");
+                        Vec::new()
+                    }
+                },
             )
         });
     }
