@@ -147,17 +147,22 @@ unit:
 wasm-unit: setup
 	$(CARGO_TEST_WASM)
 
-# The no-op filter `make bench` measures against (bench/noop/, its own crate).
-NOOP_WASM := target/noop/wasm32-wasip1/release/noop_filter.wasm
-noop: toolchain
-	cd bench/noop && cargo build --release --target wasm32-wasip1 --target-dir ../../target/noop
+# The no-op filter `make bench` measures against (bench/noop/, its own crate), built and shrunk
+# as `make build` builds the filter, so the two differ only in what they do.
+NOOP_WASM := target/noop/noop_filter.wasm
+noop: toolchain binaryen
+	cd bench/noop && RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1 --target-dir ../../target/noop
+	wasm-opt --merge-similar-functions -Oz --converge \
+	  --strip-debug --strip-producers --strip-target-features \
+	  target/noop/wasm32-wasip1/release/noop_filter.wasm -o $(NOOP_WASM)
 
 # h2load drives the benchmark; not needed by make test.
 bench-tools:
 	@command -v h2load >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client; }
 
 # Minutes, not part of make test: every scenario, interleaved rounds, then a 60 s slow-canary
-# run. BENCH_ARGS="--rounds 3 --seconds 3" for a quicker look.
+# run; every table of docs/performance.md comes from it. BENCH_ARGS="--rounds 3 --seconds 3"
+# for a quicker look, BENCH_ARGS="--scenarios noop,classify --rss-seconds 0" for a subset.
 BENCH_ARGS ?=
 bench: setup build noop bench-tools
 	$(PY) bench/run.py $(BENCH_ARGS)
