@@ -595,12 +595,7 @@ fn json_differences(spec: &CompareSpec, x: &[u8], y: &[u8], out: &mut Difference
     if x == y {
         return;
     }
-    let parsed = (
-        serde_json::from_slice::<serde_json::Value>(x),
-        serde_json::from_slice::<serde_json::Value>(y),
-    );
-    if let (Ok(xv), Ok(yv)) = parsed {
-        let found = json_diff::all_differences(&xv, &yv, &spec.ignore, out.room());
+    if let Some(found) = json_diff::body_differences(x, y, &spec.ignore, out.room()) {
         for d in found.differences {
             out.push(
                 d.element,

@@ -12,6 +12,7 @@
 //! every other key at that level. RFC 6901 has no escape for `*`, and a key of that name is
 //! rare enough not to warrant a syntax of our own.
 
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::ops::ControlFlow;
 
@@ -119,16 +120,18 @@ impl fmt::Display for Difference {
     }
 }
 
-#[derive(Debug, Clone, Copy)]
+/// Ordered as the walk visits: keys in byte order, indices in number order (a level holds
+/// only one of the two), which is how the lockstep walk puts what it found back in that order.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum PathSegment<'a> {
-    Key(&'a str),
+    Key(Cow<'a, str>),
     Index(usize),
 }
 
 impl PathSegment<'_> {
     fn is(&self, want: &str) -> bool {
         match self {
-            PathSegment::Key(k) => *k == want,
+            PathSegment::Key(k) => k == want,
             // Decimal text, so "01" or "+1" in a pattern never address index 1.
             PathSegment::Index(i) => i.to_string() == want,
         }
@@ -205,13 +208,490 @@ pub fn all_differences(
     out
 }
 
+/// Every difference between two bodies, exactly as [`all_differences`] lists them for the
+/// two parsed documents; `None` when either body is not JSON (as `serde_json` reads it).
+///
+/// Most canaries answer in the primary's shape, keys in the same order: then both bodies are
+/// read side by side, token by token, without building either tree, and equal tokens are
+/// equal values. Where the two part ways (keys in another order or missing, arrays of other
+/// lengths, another type), that one object or array is parsed on both sides and compared as
+/// trees, order-insensitively, and the side-by-side reading resumes after it. Whatever the
+/// side-by-side reading cannot vouch for (a body it does not accept, more differences than it
+/// keeps) is answered by [`tree_differences`] instead, so the answer never depends on which
+/// path produced it.
+pub fn body_differences(
+    primary: &[u8],
+    canary: &[u8],
+    ignore: &[IgnorePattern],
+    max: usize,
+) -> Option<Differences> {
+    let limit = max.saturating_add(1).saturating_add(SLACK);
+    let mut side_by_side = Lockstep::new(primary, canary, ignore, limit);
+    if side_by_side.document().is_ok() {
+        return Some(side_by_side.finish(max));
+    }
+    // The whole bodies as trees, walked as `all_differences` walks them (and with its code),
+    // up to one past the bound: reaching that ends the walk early, and means `cut`.
+    let (a, b) = (parse(Some(primary)).ok()?, parse(Some(canary)).ok()?);
+    let mut trees = Lockstep::new(primary, canary, ignore, max.saturating_add(1));
+    let _ = trees.compare_trees(&a, &b);
+    Some(trees.finish(max))
+}
+
+/// Both bodies parsed into trees, then [`all_differences`]: the comparison as it was before
+/// the side-by-side reading, and the reference the tests and the `json_compare` fuzz target
+/// hold [`body_differences`] to.
+pub fn tree_differences(
+    primary: &[u8],
+    canary: &[u8],
+    ignore: &[IgnorePattern],
+    max: usize,
+) -> Option<Differences> {
+    let primary = serde_json::from_slice::<Value>(primary).ok()?;
+    let canary = serde_json::from_slice::<Value>(canary).ok()?;
+    Some(all_differences(&primary, &canary, ignore, max))
+}
+
+/// serde_json refuses a document nested 128 arrays or objects deep (its recursion limit);
+/// the side-by-side reading gives up at the same depth and leaves the verdict to it.
+const MAX_NESTING: usize = 127;
+
+/// Differences kept beyond the bound before the side-by-side reading gives up. It cannot stop
+/// at the bound as the tree walk does: it finds them in document order, not in key order, and
+/// an object re-read as trees replaces what was found inside it.
+const SLACK: usize = 32;
+
+/// The side-by-side reading cannot answer; the tree comparison will.
+#[derive(Debug)]
+struct Bail;
+
+#[cfg(test)]
+fn lockstep(
+    primary: &[u8],
+    canary: &[u8],
+    ignore: &[IgnorePattern],
+    max: usize,
+) -> Result<Differences, Bail> {
+    let limit = max.saturating_add(1).saturating_add(SLACK);
+    let mut walk = Lockstep::new(primary, canary, ignore, limit);
+    walk.document()?;
+    Ok(walk.finish(max))
+}
+
+struct Lockstep<'a, 'i> {
+    p: Lexer<'a>,
+    c: Lexer<'a>,
+    ignore: &'i [IgnorePattern],
+    path: Vec<PathSegment<'a>>,
+    /// Where the keys of the objects being read start in the primary, for duplicates: a
+    /// parsed object keeps the last value of a key, the side-by-side reading sees every one.
+    keys: Vec<usize>,
+    /// Kept in the tree walk's order, by path (`found_at`, in step): paths are unique and none
+    /// lies under another. Inserted in place rather than sorted at the end, which would bring
+    /// a sort's code into the module for a list this short.
+    found: Vec<ElementDifference>,
+    found_at: Vec<Vec<PathSegment<'static>>>,
+    /// Counts every difference recorded, so an object can tell whether any was found in it.
+    recorded: usize,
+    limit: usize,
+}
+
+impl<'a, 'i> Lockstep<'a, 'i> {
+    fn new(primary: &'a [u8], canary: &'a [u8], ignore: &'i [IgnorePattern], limit: usize) -> Self {
+        Lockstep {
+            p: Lexer::new(primary),
+            c: Lexer::new(canary),
+            ignore,
+            path: Vec::new(),
+            keys: Vec::new(),
+            found: Vec::new(),
+            found_at: Vec::new(),
+            recorded: 0,
+            limit,
+        }
+    }
+
+    /// Both whole bodies, nothing but whitespace around their one value.
+    fn document(&mut self) -> Result<(), Bail> {
+        self.p.skip_ws();
+        self.c.skip_ws();
+        self.value(0)?;
+        self.p.skip_ws();
+        self.c.skip_ws();
+        if self.p.peek().is_some() || self.c.peek().is_some() {
+            return Err(Bail);
+        }
+        Ok(())
+    }
+
+    fn finish(self, max: usize) -> Differences {
+        let mut differences = self.found;
+        let cut = differences.len() > max;
+        differences.truncate(max);
+        Differences { differences, cut }
+    }
+
+    /// Past one value of `side`, checked with the same rules: the value is read beside itself.
+    fn skip(side: &mut Lexer<'a>, nesting: usize) -> Result<(), Bail> {
+        let mut alone = Lockstep::new(side.bytes, side.bytes, &[], 0);
+        alone.p.pos = side.pos;
+        alone.c.pos = side.pos;
+        alone.value(nesting)?;
+        side.pos = alone.p.pos;
+        Ok(())
+    }
+
+    /// Both sides at the first byte of a value under `nesting` arrays and objects.
+    fn value(&mut self, nesting: usize) -> Result<(), Bail> {
+        if self.ignore.iter().any(|p| p.matches(&self.path)) {
+            Self::skip(&mut self.p, nesting)?;
+            return Self::skip(&mut self.c, nesting);
+        }
+        let start = (self.p.pos, self.c.pos);
+        match (self.p.kind()?, self.c.kind()?) {
+            (Kind::Object, Kind::Object) => self.container(nesting, b'{'),
+            (Kind::Array, Kind::Array) => self.container(nesting, b'['),
+            // The same text is the same value.
+            (Kind::Scalar, Kind::Scalar) if self.p.scalar()? == self.c.scalar()? => Ok(()),
+            // Two other scalars, or another type: compared as values.
+            _ => self.diverged(start, nesting, self.keys.len()),
+        }
+    }
+
+    /// An object or an array on both sides, the first byte of which is `open`.
+    fn container(&mut self, nesting: usize, open: u8) -> Result<(), Bail> {
+        let (object, close) = (open == b'{', if open == b'{' { b'}' } else { b']' });
+        let inner = deeper(nesting)?;
+        let start = (self.p.pos, self.c.pos);
+        let (keys, recorded) = (self.keys.len(), self.recorded);
+        self.p.eat(open)?;
+        self.c.eat(open)?;
+        let mut index = 0usize;
+        loop {
+            self.p.skip_ws();
+            self.c.skip_ws();
+            match (self.p.peek() == Some(close), self.c.peek() == Some(close)) {
+                (true, true) => break,
+                (false, false) => {}
+                // One side has more keys or items.
+                _ => return self.diverged(start, nesting, keys),
+            }
+            if index > 0 {
+                self.p.eat(b',')?;
+                self.c.eat(b',')?;
+                self.p.skip_ws();
+                self.c.skip_ws();
+            }
+            let segment = if object {
+                let at = self.p.pos;
+                let (a, b) = (self.p.key()?, self.c.key()?);
+                if a != b {
+                    return self.diverged(start, nesting, keys);
+                }
+                self.keys.push(at);
+                PathSegment::Key(a)
+            } else {
+                PathSegment::Index(index)
+            };
+            self.path.push(segment);
+            let flow = self.value(inner);
+            self.path.pop();
+            flow?;
+            index = index.checked_add(1).ok_or(Bail)?;
+        }
+        self.p.eat(close)?;
+        self.c.eat(close)?;
+        if object && self.recorded != recorded && self.has_duplicates(keys) {
+            return self.diverged(start, nesting, keys);
+        }
+        self.keys.truncate(keys);
+        Ok(())
+    }
+
+    /// Whether the object being read repeats a key (from `keys` on); only asked when
+    /// differences were found in it, so it may allocate, in serde_json's own map type, whose
+    /// code the module has anyway.
+    fn has_duplicates(&self, keys: usize) -> bool {
+        let mut seen = serde_json::Map::new();
+        self.keys.iter().skip(keys).any(|&at| {
+            let key = Lexer {
+                bytes: self.p.bytes,
+                pos: at,
+            }
+            .string();
+            key.map_or(true, |k| seen.insert(k.into_owned(), Value::Null).is_some())
+        })
+    }
+
+    /// The value that began at `start` on each side is compared as two trees, replacing
+    /// whatever the side-by-side reading found in it; both sides end after it.
+    fn diverged(&mut self, start: (usize, usize), nesting: usize, keys: usize) -> Result<(), Bail> {
+        self.keys.truncate(keys);
+        self.p.pos = start.0;
+        self.c.pos = start.1;
+        // The value is read once more, with the same rules, so the depth it reaches counts
+        // from the root as the parser of the whole body would count it. A byte is re-read at
+        // most once per object or array around it that diverges: bounded by the nesting limit.
+        Self::skip(&mut self.p, nesting)?;
+        Self::skip(&mut self.c, nesting)?;
+        let (a, b) = (parse(self.p.since(start.0))?, parse(self.c.since(start.1))?);
+        let here = &self.path;
+        let mut i = 0;
+        while let Some(at) = self.found_at.get(i) {
+            if at.starts_with(here) {
+                self.found_at.remove(i);
+                self.found.remove(i);
+            } else {
+                i = i.saturating_add(1);
+            }
+        }
+        self.compare_trees(&a, &b)
+    }
+
+    /// The tree walk over two values at the current path, recording what it finds.
+    fn compare_trees(&mut self, a: &Value, b: &Value) -> Result<(), Bail> {
+        let mut path: Vec<PathSegment<'_>> = self.path.clone();
+        let (found, found_at, limit) = (&mut self.found, &mut self.found_at, self.limit);
+        let recorded = &mut self.recorded;
+        let flow = walk(
+            Some(a),
+            Some(b),
+            self.ignore,
+            &mut path,
+            &mut |path, x, y| {
+                if found.len() >= limit {
+                    return ControlFlow::Break(());
+                }
+                let owned_path: Vec<PathSegment<'static>> = path.iter().map(owned).collect();
+                let at = found_at.partition_point(|p| *p < owned_path);
+                found_at.insert(at, owned_path);
+                found.insert(
+                    at,
+                    ElementDifference {
+                        difference: difference(path, x, y),
+                        element: pointer(path, Indices::AsWildcard),
+                    },
+                );
+                *recorded = recorded.wrapping_add(1);
+                ControlFlow::Continue(())
+            },
+        );
+        match flow {
+            ControlFlow::Continue(()) => Ok(()),
+            ControlFlow::Break(()) => Err(Bail),
+        }
+    }
+}
+
+fn owned(segment: &PathSegment<'_>) -> PathSegment<'static> {
+    match segment {
+        PathSegment::Key(k) => PathSegment::Key(Cow::Owned(k.to_string())),
+        PathSegment::Index(i) => PathSegment::Index(*i),
+    }
+}
+
+fn deeper(nesting: usize) -> Result<usize, Bail> {
+    nesting
+        .checked_add(1)
+        .filter(|n| *n <= MAX_NESTING)
+        .ok_or(Bail)
+}
+
+fn parse(bytes: Option<&[u8]>) -> Result<Value, Bail> {
+    serde_json::from_slice(bytes.ok_or(Bail)?).map_err(|_| Bail)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Object,
+    Array,
+    Scalar,
+}
+
+/// Reads one body's JSON tokens, accepting no more than serde_json does: what it accepts,
+/// serde_json parses to the same values, and where it is unsure it asks serde_json itself
+/// (strings with escapes, numbers that might be out of range).
+struct Lexer<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Lexer { bytes, pos: 0 }
+    }
+
+    #[inline(always)]
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    #[inline(always)]
+    fn bump(&mut self) {
+        self.pos = self.pos.saturating_add(1);
+    }
+
+    fn since(&self, start: usize) -> Option<&'a [u8]> {
+        self.bytes.get(start..self.pos)
+    }
+
+    fn skip_ws(&mut self) {
+        let ws = |b| matches!(b, b' ' | b'\n' | b'\t' | b'\r');
+        // Compact JSON has none: one test, not a loop's set-up, between most tokens.
+        if self.peek().is_some_and(ws) {
+            self.skip_while(ws);
+        }
+    }
+
+    /// Over the bytes `want` accepts; one loop over the slice, not a call per byte.
+    #[inline(always)]
+    fn skip_while(&mut self, want: impl Fn(u8) -> bool) {
+        let rest = self.bytes.get(self.pos..).unwrap_or_default();
+        let n = rest.iter().take_while(|b| want(**b)).count();
+        self.pos = self.pos.saturating_add(n);
+    }
+
+    fn eat(&mut self, byte: u8) -> Result<(), Bail> {
+        if self.peek() != Some(byte) {
+            return Err(Bail);
+        }
+        self.bump();
+        Ok(())
+    }
+
+    fn kind(&self) -> Result<Kind, Bail> {
+        match self.peek() {
+            Some(b'{') => Ok(Kind::Object),
+            Some(b'[') => Ok(Kind::Array),
+            Some(b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n') => Ok(Kind::Scalar),
+            _ => Err(Bail),
+        }
+    }
+
+    /// A string, number or literal, checked; its text as written.
+    fn scalar(&mut self) -> Result<&'a [u8], Bail> {
+        let start = self.pos;
+        match self.peek() {
+            Some(b'"') => {
+                self.string()?;
+            }
+            Some(b't') => self.literal(b"true")?,
+            Some(b'f') => self.literal(b"false")?,
+            Some(b'n') => self.literal(b"null")?,
+            _ => self.number()?,
+        }
+        self.since(start).ok_or(Bail)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Result<(), Bail> {
+        let end = self.pos.checked_add(word.len()).ok_or(Bail)?;
+        if self.bytes.get(self.pos..end) != Some(word) {
+            return Err(Bail);
+        }
+        self.pos = end;
+        Ok(())
+    }
+
+    fn key(&mut self) -> Result<Cow<'a, str>, Bail> {
+        let key = self.string()?;
+        self.skip_ws();
+        self.eat(b':')?;
+        self.skip_ws();
+        Ok(key)
+    }
+
+    /// A string, decoded.
+    fn string(&mut self) -> Result<Cow<'a, str>, Bail> {
+        let start = self.pos;
+        self.eat(b'"')?;
+        let body = self.bytes.get(self.pos..).unwrap_or_default();
+        let (mut len, mut escaped) = (0usize, false);
+        loop {
+            match body.get(len) {
+                Some(b'"') => break,
+                Some(b'\\') => {
+                    escaped = true;
+                    len = len.saturating_add(2);
+                }
+                // Control characters must be escaped.
+                Some(0..=0x1f) | None => return Err(Bail),
+                Some(_) => len = len.saturating_add(1),
+            }
+        }
+        let inner = body.get(..len).ok_or(Bail)?;
+        self.pos = self.pos.saturating_add(len).saturating_add(1);
+        if escaped {
+            // serde_json decodes escapes and judges surrogates, exactly as in the whole body
+            // (into a `Value`, whose parser the module has anyway).
+            return match parse(self.since(start))? {
+                Value::String(s) => Ok(Cow::Owned(s)),
+                _ => Err(Bail),
+            };
+        }
+        std::str::from_utf8(inner)
+            .map(Cow::Borrowed)
+            .map_err(|_| Bail)
+    }
+
+    /// RFC 8259's number grammar. One without an exponent and with at most 300 integer
+    /// digits is below f64's range; any other is parsed once, since serde_json refuses one
+    /// that overflows.
+    fn number(&mut self) -> Result<(), Bail> {
+        let start = self.pos;
+        if self.peek() == Some(b'-') {
+            self.bump();
+        }
+        let int_start = self.pos;
+        match self.peek() {
+            Some(b'0') => self.bump(),
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(Bail),
+        }
+        let mut in_range = self.pos.saturating_sub(int_start) <= 300;
+        if self.peek() == Some(b'.') {
+            self.bump();
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.bump();
+            if let Some(b'+' | b'-') = self.peek() {
+                self.bump();
+            }
+            self.some_digits()?;
+            in_range = false;
+        }
+        if !in_range && !matches!(parse(self.since(start))?, Value::Number(_)) {
+            return Err(Bail);
+        }
+        Ok(())
+    }
+
+    fn digits(&mut self) {
+        self.skip_while(|b| b.is_ascii_digit());
+    }
+
+    fn some_digits(&mut self) -> Result<(), Bail> {
+        let start = self.pos;
+        self.digits();
+        if self.pos == start {
+            return Err(Bail);
+        }
+        Ok(())
+    }
+}
+
+/// What the walk calls with each difference. dyn: one copy of the walk in the module for all
+/// its callers.
+type Found<'a, 'f> =
+    dyn FnMut(&[PathSegment<'a>], Option<&Value>, Option<&Value>) -> ControlFlow<()> + 'f;
+
 /// Calls `found` with each difference in walk order, until it breaks.
 fn walk<'a>(
     primary: Option<&'a Value>,
     canary: Option<&'a Value>,
     ignore: &[IgnorePattern],
     path: &mut Vec<PathSegment<'a>>,
-    found: &mut impl FnMut(&[PathSegment<'a>], Option<&Value>, Option<&Value>) -> ControlFlow<()>,
+    found: &mut Found<'a, '_>,
 ) -> ControlFlow<()> {
     if ignore.iter().any(|p| p.matches(path)) {
         return ControlFlow::Continue(());
@@ -231,7 +711,7 @@ fn walk<'a>(
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             for k in union_sorted(x.keys(), y.keys()) {
-                path.push(PathSegment::Key(k));
+                path.push(PathSegment::Key(Cow::Borrowed(k)));
                 let flow = walk(x.get(k), y.get(k), ignore, path, found);
                 path.pop();
                 flow?;
@@ -343,7 +823,15 @@ fn pointer(path: &[PathSegment<'_>], indices: Indices) -> String {
     for segment in path {
         out.push('/');
         match (segment, indices) {
-            (PathSegment::Key(k), _) => out.push_str(&k.replace('~', "~0").replace('/', "~1")),
+            (PathSegment::Key(k), _) => {
+                for c in k.chars() {
+                    match c {
+                        '~' => out.push_str("~0"),
+                        '/' => out.push_str("~1"),
+                        c => out.push(c),
+                    }
+                }
+            }
             (PathSegment::Index(i), Indices::AsNumbers) => out.push_str(&i.to_string()),
             (PathSegment::Index(_), Indices::AsWildcard) => out.push('*'),
         }
@@ -360,17 +848,18 @@ fn render(value: Option<&Value>) -> String {
     cut(json)
 }
 
-fn cut(json: String) -> String {
+fn cut(mut json: String) -> String {
     if json.len() <= MAX_RENDERED_BYTES {
         return json;
     }
-    let mut cut: String = json
-        .char_indices()
-        .take_while(|(i, c)| i.saturating_add(c.len_utf8()) <= MAX_RENDERED_BYTES)
-        .map(|(_, c)| c)
-        .collect();
-    cut.push('…');
-    cut
+    // The longest run of whole characters that fits.
+    let mut end = MAX_RENDERED_BYTES;
+    while !json.is_char_boundary(end) {
+        end = end.saturating_sub(1);
+    }
+    json.truncate(end);
+    json.push('…');
+    json
 }
 
 /// Appends `value` as compact JSON, byte for byte what `serde_json::to_string` writes, but
@@ -455,21 +944,275 @@ mod tests {
     fn diff(primary: &str, canary: &str, ignore: &[&str]) -> Option<String> {
         let primary: Value = serde_json::from_str(primary).unwrap();
         let canary: Value = serde_json::from_str(canary).unwrap();
-        let ignore: Vec<IgnorePattern> = ignore
-            .iter()
-            .map(|p| IgnorePattern::parse(p).unwrap())
-            .collect();
+        let ignore = patterns(ignore);
         first_difference(&primary, &canary, &ignore).map(|d| d.to_string())
     }
 
-    fn all(primary: &str, canary: &str, ignore: &[&str], max: usize) -> Differences {
-        let primary: Value = serde_json::from_str(primary).unwrap();
-        let canary: Value = serde_json::from_str(canary).unwrap();
-        let ignore: Vec<IgnorePattern> = ignore
+    fn patterns(ignore: &[&str]) -> Vec<IgnorePattern> {
+        ignore
             .iter()
             .map(|p| IgnorePattern::parse(p).unwrap())
-            .collect();
-        all_differences(&primary, &canary, &ignore, max)
+            .collect()
+    }
+
+    /// The tree walk's answer, after checking that the side-by-side reading of the same
+    /// texts gives it too.
+    fn all(primary: &str, canary: &str, ignore: &[&str], max: usize) -> Differences {
+        let ignore = patterns(ignore);
+        let (p, c) = (primary.as_bytes(), canary.as_bytes());
+        let want = all_differences(
+            &serde_json::from_slice(p).unwrap(),
+            &serde_json::from_slice(c).unwrap(),
+            &ignore,
+            max,
+        );
+        assert_eq!(
+            body_differences(p, c, &ignore, max).as_ref(),
+            Some(&want),
+            "{primary} vs {canary}, max {max}"
+        );
+        want
+    }
+
+    /// The side-by-side reading: what it lists (`None`: not JSON), whether it answered on
+    /// its own or handed the whole comparison to the trees, and always the trees' answer.
+    #[test]
+    fn lockstep_table() {
+        let nested = |n: usize| format!("{}1{}", "[".repeat(n), "]".repeat(n));
+        let (deep_ok, deep_bad) = (nested(MAX_NESTING), nested(MAX_NESTING + 1));
+        let many_a = format!("[{}]", vec!["1"; 40].join(","));
+        let many_b = format!("[{}]", vec!["2"; 40].join(","));
+        // primary, canary, ignore, max, differences (None: not JSON), cut, answered alone
+        type Case<'a> = (
+            &'a str,
+            &'a str,
+            &'a [&'a str],
+            usize,
+            Option<&'a [&'a str]>,
+            bool,
+            bool,
+        );
+        let cases: &[Case] = &[
+            // Same keys in the same order: differences in the walk's (key) order.
+            (
+                r#"{"b":1,"a":2}"#,
+                r#"{"b":3,"a":4}"#,
+                &[],
+                10,
+                Some(&["/a: 2 vs 4", "/b: 1 vs 3"]),
+                false,
+                true,
+            ),
+            (
+                r#"{"b":1,"a":2}"#,
+                r#"{"b":3,"a":4}"#,
+                &[],
+                1,
+                Some(&["/a: 2 vs 4"]),
+                true,
+                true,
+            ),
+            (" [1, 2] ", "[1,2]\n", &[], 10, Some(&[]), false, true),
+            // Ignored fields, the common canary.
+            (
+                r#"{"ts":1,"items":[{"id":1,"v":1},{"id":2,"v":"x"}],"n":null}"#,
+                r#"{"ts":2,"items":[{"id":7,"v":1},{"id":8,"v":"x"}],"n":null}"#,
+                &["/ts", "/items/*/id"],
+                10,
+                Some(&[]),
+                false,
+                true,
+            ),
+            // Keys in another order or missing: that object compared as trees.
+            (
+                r#"{"x":{"a":1,"b":2},"y":1}"#,
+                r#"{"x":{"b":2,"a":1},"y":2}"#,
+                &[],
+                10,
+                Some(&["/y: 1 vs 2"]),
+                false,
+                true,
+            ),
+            (
+                r#"{"x":{"a":1,"b":2},"y":1}"#,
+                r#"{"x":{"a":1},"y":1}"#,
+                &[],
+                10,
+                Some(&["/x/b: 2 vs (absent)"]),
+                false,
+                true,
+            ),
+            (
+                r#"{"x":{"a":9},"y":1}"#,
+                r#"{"x":{"a":8,"b":2},"y":1}"#,
+                &[],
+                10,
+                Some(&["/x/a: 9 vs 8", "/x/b: (absent) vs 2"]),
+                false,
+                true,
+            ),
+            (
+                r#"{}"#,
+                r#"{"a":1}"#,
+                &[],
+                10,
+                Some(&["/a: (absent) vs 1"]),
+                false,
+                true,
+            ),
+            // Arrays of other lengths; another type.
+            (
+                r#"{"x":[1,2,{"k":1}],"y":1}"#,
+                r#"{"x":[1,5],"y":2}"#,
+                &[],
+                10,
+                Some(&["/x/1: 2 vs 5", r#"/x/2: {"k":1} vs (absent)"#, "/y: 1 vs 2"]),
+                false,
+                true,
+            ),
+            (
+                r#"{"a":[1],"b":1}"#,
+                r#"{"a":{"0":1},"b":2}"#,
+                &[],
+                10,
+                Some(&[r#"/a: [1] vs {"0":1}"#, "/b: 1 vs 2"]),
+                false,
+                true,
+            ),
+            (
+                r#"[{"a":1}]"#,
+                r#"["x"]"#,
+                &[],
+                10,
+                Some(&[r#"/0: {"a":1} vs "x""#]),
+                false,
+                true,
+            ),
+            // Duplicate keys: a parsed object keeps the last one.
+            (
+                r#"{"a":1,"a":2}"#,
+                r#"{"a":2,"a":2}"#,
+                &[],
+                10,
+                Some(&[]),
+                false,
+                true,
+            ),
+            (
+                r#"{"a":1,"a":2}"#,
+                r#"{"a":1,"a":3}"#,
+                &[],
+                10,
+                Some(&["/a: 2 vs 3"]),
+                false,
+                true,
+            ),
+            (
+                r#"{"x":{"a":1},"x":{"a":2}}"#,
+                r#"{"x":{"a":2},"x":{"a":2}}"#,
+                &[],
+                10,
+                Some(&[]),
+                false,
+                true,
+            ),
+            // Equal values written differently.
+            (
+                r#"{"\u0061":"\u00e9\n"}"#,
+                "{\"a\":\"\u{e9}\\n\"}",
+                &[],
+                10,
+                Some(&[]),
+                false,
+                true,
+            ),
+            (
+                "[1, 1.0, -0, 1e2, 0.5]",
+                "[1.0, 1, 0, 100, 5e-1]",
+                &[],
+                10,
+                Some(&[]),
+                false,
+                true,
+            ),
+            (
+                "[1e308, 123456789012345678901234567890]",
+                "[1E+308, 1.2345678901234568e29]",
+                &[],
+                10,
+                Some(&[]),
+                false,
+                true,
+            ),
+            (&deep_ok, &deep_ok, &[], 10, Some(&[]), false, true),
+            // More differences than it keeps: the trees answer.
+            (&many_a, &many_b, &[], 1, Some(&["/0: 1 vs 2"]), true, false),
+            // Not JSON, as serde_json reads it, on either side.
+            (r#"{"a":1,}"#, r#"{"a":1,}"#, &[], 10, None, false, false),
+            ("[1,]", "[1]", &[], 10, None, false, false),
+            ("[01]", "[1]", &[], 10, None, false, false),
+            ("[1.]", "[1]", &[], 10, None, false, false),
+            ("[1e309]", "[1]", &[], 10, None, false, false),
+            (
+                r#"["\ud800"]"#,
+                r#"["\ud800"]"#,
+                &[],
+                10,
+                None,
+                false,
+                false,
+            ),
+            (r#"["\udc00x"]"#, r#"["x"]"#, &[], 10, None, false, false),
+            (r#"["\q"]"#, r#"["q"]"#, &[], 10, None, false, false),
+            ("[\"a\tb\"]", r#"["a\tb"]"#, &[], 10, None, false, false),
+            ("1 x", "1", &[], 10, None, false, false),
+            ("", "1", &[], 10, None, false, false),
+            (r#"{"a" 1}"#, r#"{"a":1}"#, &[], 10, None, false, false),
+            ("[tru]", "[true]", &[], 10, None, false, false),
+            (&deep_bad, &deep_bad, &[], 10, None, false, false),
+            // Not JSON inside an ignored field is still not JSON.
+            (
+                r#"{"ts":[1,],"a":1}"#,
+                r#"{"ts":[1],"a":1}"#,
+                &["/ts"],
+                10,
+                None,
+                false,
+                false,
+            ),
+        ];
+        for (primary, canary, ignore, max, want, cut, alone) in cases {
+            let ignore = patterns(ignore);
+            let (p, c) = (primary.as_bytes(), canary.as_bytes());
+            let got = body_differences(p, c, &ignore, *max);
+            assert_eq!(
+                got,
+                tree_differences(p, c, &ignore, *max),
+                "{primary} vs {canary}"
+            );
+            let listed: Option<Vec<String>> = got.as_ref().map(|d| {
+                d.differences
+                    .iter()
+                    .map(|e| e.difference.to_string())
+                    .collect()
+            });
+            let want: Option<Vec<String>> = want.map(|w| w.iter().map(|s| s.to_string()).collect());
+            assert_eq!(listed, want, "{primary} vs {canary}");
+            assert_eq!(
+                got.map(|d| d.cut),
+                want.map(|_| *cut),
+                "{primary} vs {canary}"
+            );
+            assert_eq!(
+                lockstep(p, c, &ignore, *max).is_ok(),
+                *alone,
+                "{primary} vs {canary}"
+            );
+        }
+        // Invalid UTF-8 in a string.
+        let bad = b"[\"\xff\"]";
+        assert_eq!(body_differences(bad, bad, &[], 10), None);
+        assert!(lockstep(bad, bad, &[], 10).is_err());
     }
 
     #[test]

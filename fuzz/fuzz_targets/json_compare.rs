@@ -8,6 +8,12 @@
 //! formatting of itself; the verdict does not depend on which side is which; the difference
 //! reported is one `ignore` does not cover, and ignoring it moves on to another; every
 //! difference listed (`all_differences`) starts with that first one and stays within its bound.
+//!
+//! And a differential oracle: `body_differences`, which reads both bodies side by side, must
+//! answer exactly as `tree_differences`, the tree comparison it replaces, for the two bodies,
+//! the other way round, and for the primary beside near copies of itself (one byte changed,
+//! re-serialized with sorted keys), which keep most of the shape the side-by-side reading
+//! follows.
 
 #![no_main]
 
@@ -15,7 +21,9 @@ use libfuzzer_sys::fuzz_target;
 use progressive_delivery::compare::{
     self, Answer, Body, BodyCapture, BodyMode, CompareSpec, Outcome,
 };
-use progressive_delivery::json_diff::{all_differences, first_difference, IgnorePattern};
+use progressive_delivery::json_diff::{
+    all_differences, body_differences, first_difference, tree_differences, IgnorePattern,
+};
 use serde_json::Value;
 
 fuzz_target!(|data: &[u8]| {
@@ -27,6 +35,27 @@ fuzz_target!(|data: &[u8]| {
         .lines()
         .filter_map(|p| IgnorePattern::parse(p).ok())
         .collect();
+
+    let mut flipped = primary.to_vec();
+    if let Some(b) = flipped.get_mut(canary.len() % primary.len().max(1)) {
+        *b ^= 1;
+    }
+    let sorted = serde_json::from_slice::<Value>(primary)
+        .ok()
+        .and_then(|v| serde_json::to_vec(&v).ok());
+    let mut pairs = vec![(primary, canary), (canary, primary), (primary, &flipped[..])];
+    if let Some(sorted) = &sorted {
+        pairs.push((primary, sorted));
+    }
+    for (a, b) in pairs {
+        for max in [0, 1, 2, 32] {
+            assert_eq!(
+                body_differences(a, b, &ignore, max),
+                tree_differences(a, b, &ignore, max),
+                "side by side and as trees differ, max {max}"
+            );
+        }
+    }
 
     let json = spec(BodyMode::Json, ignore.clone(), 256 * 1024);
     for body in [primary, canary] {
