@@ -429,11 +429,19 @@ impl<'a, 'i> Lockstep<'a, 'i> {
         self.keys.truncate(keys);
         self.p.pos = start.0;
         self.c.pos = start.1;
-        // The value is read once more, with the same rules, so the depth it reaches counts
-        // from the root as the parser of the whole body would count it. A byte is re-read at
-        // most once per object or array around it that diverges: bounded by the nesting limit.
-        Self::skip(&mut self.p, nesting)?;
-        Self::skip(&mut self.c, nesting)?;
+        if nesting > 0 {
+            // The value is read once more, with the same rules, so the depth it reaches counts
+            // from the root as the parser of the whole body would count it. A byte is re-read
+            // at most once per object or array around it that diverges: bounded by the
+            // nesting limit.
+            Self::skip(&mut self.p, nesting)?;
+            Self::skip(&mut self.c, nesting)?;
+        } else {
+            // The whole body (a canary that orders its keys otherwise parts here): serde_json
+            // checks all of it, and that nothing but whitespace follows.
+            self.p.pos = self.p.bytes.len();
+            self.c.pos = self.c.bytes.len();
+        }
         let (a, b) = (parse(self.p.since(start.0))?, parse(self.c.since(start.1))?);
         let here = &self.path;
         let mut i = 0;
