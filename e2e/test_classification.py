@@ -151,6 +151,9 @@ def test_trusted_incoming_class_on_inner_hops(envoy, primary_and_canary):
         # Not a class this config knows: classified by the rules instead.
         ([("x-user-class", "admin"), ("x-beta", "true")], "canary", "beta", "new-checkout,dark-mode"),
         ([("x-user-class", "admin")], "primary", "stable", None),
+        # Already as the filter would write them: nothing is written, the route stands.
+        ([("x-user-class", "beta"), ("x-features", "new-checkout,dark-mode")], "canary", "beta", "new-checkout,dark-mode"),
+        ([("x-user-class", "stable")], "primary", "stable", None),
     ]
     for headers, where, cls, features in cases:
         r = e.request("GET", "/", headers).json()
@@ -210,4 +213,33 @@ def test_http2_requests_are_classified(example):
     ]
     for headers, where, cls in cases:
         r = curl_h2(e, "/h2", headers)
+        assert (r["upstream"], r["x-user-class"]) == (where, cls), headers
+
+
+# Asks for the route, so Envoy picks it before the filter runs, as it does whenever a filter in
+# front (or the connection manager itself, for tracing or per-route settings) needs it.
+PICK_ROUTE_FIRST = {
+    "name": "envoy.filters.http.lua",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+        "default_source_code": {"inline_string": "function envoy_on_request(handle) handle:metadata() end"},
+    },
+}
+
+
+@pytest.mark.parametrize("route_first", [False, True], ids=["route-picked-late", "route-picked-first"])
+@pytest.mark.parametrize("reroute", [True, False], ids=["reroute", "no-reroute"])
+def test_routes_see_the_class_with_or_without_reroute(envoy, primary_and_canary, reroute, route_first):
+    """`reroute: false` leaves out the filter's `clear_route_cache`, and on this Envoy a route on
+    the class header still sees the class, even a route picked before the filter ran: Envoy's
+    Wasm host picks the route again whenever a filter writes a request header. On a host that
+    does not, `reroute: true` is what makes the route see it (docs/configuration.md)."""
+    config = {"classification": {**EXAMPLE["classification"], "reroute": reroute}}
+    cfg = harness.classifying_envoy_config(config, primary_and_canary, TO_CANARY, "primary")
+    if route_first:
+        hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+        hcm["http_filters"].insert(0, PICK_ROUTE_FIRST)
+    e = envoy(cfg)
+    for headers, where, cls in [([("x-beta", "true")], "canary", "beta"), ([], "primary", "stable")]:
+        r = e.request("GET", "/", headers).json()
         assert (r["upstream"], r["x-user-class"]) == (where, cls), headers
