@@ -157,11 +157,18 @@ wasm-unit: setup
 
 # The no-op filter `make bench` measures against (bench/noop/, its own crate), built and shrunk
 # as `make build` builds the filter, so the two differ only in what they do.
+# The same crate with the `floor` feature is the classification floor (bench/noop/src/floor.rs):
+# only the host calls every classifier makes. Its own target dir, so the two never mix.
 NOOP_WASM := target/noop/noop_filter.wasm
+FLOOR_WASM := target/noop/floor_filter.wasm
 noop: toolchain binaryen
 	cd bench/noop && RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1 --target-dir ../../target/noop
 	wasm-opt $(WASM_OPT_FLAGS) \
 	  target/noop/wasm32-wasip1/release/noop_filter.wasm -o $(NOOP_WASM)
+	cd bench/noop && RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1 --features floor --target-dir ../../target/floor
+	wasm-opt --merge-similar-functions -Oz --converge \
+	  --strip-debug --strip-producers --strip-target-features \
+	  target/floor/wasm32-wasip1/release/noop_filter.wasm -o $(FLOOR_WASM)
 
 # h2load drives the benchmark; not needed by make test.
 bench-tools:

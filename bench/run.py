@@ -62,6 +62,7 @@ sys.path.insert(0, str(REPO / "e2e"))
 import harness  # noqa: E402
 
 NOOP_WASM = REPO / "target" / "noop" / "noop_filter.wasm"
+FLOOR_WASM = REPO / "target" / "noop" / "floor_filter.wasm"
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,13 @@ class Scenario:
 SCENARIOS = [
     Scenario("none", "no Wasm filter: the ceiling", light=True),
     Scenario("noop", "a Proxy-Wasm filter that does nothing ([`bench/noop/`](../bench/noop/), same SDK, profile and wasm-opt passes): the floor of any Wasm filter", light=True),
+    Scenario("floor", "the classification floor ([`bench/noop/src/floor.rs`](../bench/noop/src/floor.rs)): whole header map read, one header written, route re-picked, one counter; no rule, no logic"),
+    Scenario("floor_names", "`floor` reading only the 6 headers `classify` needs, one `get_map_value` each, instead of the whole map"),
+    Scenario("floor_noreroute", "`floor` without `clear_route_cache`"),
     Scenario("empty_config", "this filter without configuration: host calls only (headers read and written, route re-picked, counted)"),
     Scenario("classify", "this filter with 5 rules (header, cookie, regex, query, bucket), no mirror", light=True),
     Scenario("classify_nobucket", "this filter with `lua_classify`'s 4 rules (header, cookie, contains, query)"),
+    Scenario("classify_noreroute", "`classify` with `reroute: false`: no `clear_route_cache`, so routes do not see the class"),
     Scenario("lua_classify", "Envoy's Lua filter with the same 4 rules, writing the class header and re-picking the route (`clearRouteCache`)"),
     Scenario("native_mirror", "Envoy's own `request_mirror_policies` to the canary (C++, fire and forget, no comparison)", light=True),
     Scenario("mirror_nobody", "classify + mirror every GET + compare status and `content-type`, `compare.body: none` (the copy, the callout, both answers' headers, metrics)"),
@@ -96,7 +101,11 @@ GRPC_SCENARIOS = ("grpc_native_mirror", "grpc_mirror")
 # Envoy's own mirroring: no filter counter, only the canary cluster's.
 NATIVE_MIRROR_SCENARIOS = ("native_mirror", "grpc_native_mirror")
 # Their route needs the class header, so a request the filter did not classify is refused.
-CLASSIFYING = ("classify", "classify_nobucket", "lua_classify")
+# Without `clear_route_cache` too (`*_noreroute`): Envoy's Wasm host clears the route cache
+# itself when a filter writes a request header, so their routes see the class all the same.
+CLASSIFYING = ("classify", "classify_nobucket", "classify_noreroute", "lua_classify")
+# The probe's plugin configuration: what it reads and whether it re-picks the route.
+FLOOR_CONFIG = {"floor": "map", "floor_names": "names", "floor_noreroute": "map noreroute"}
 PROTOCOLS = ["h1", "h2"]
 H2LOAD = shutil.which("h2load") or "h2load"
 
@@ -215,6 +224,8 @@ def plugin_config(scenario: str) -> dict | None:
         return {"classification": CLASSIFICATION}
     if scenario == "classify_nobucket":
         return {"classification": CLASSIFICATION_NOBUCKET}
+    if scenario == "classify_noreroute":
+        return {"classification": CLASSIFICATION | {"reroute": False}}
     if scenario == "grpc_mirror":
         mirror = {"cluster": "canary", "percent": 100, "grpc": {"methods": ["/bench.v1.Catalog/Get*"]}, "compare": {"body": "protobuf"}}
         return {"classification": CLASSIFICATION, "mirror": mirror}
@@ -383,9 +394,17 @@ def scenario_config(scenario: str, up: Upstreams, canary_port: int | None = None
             {"match": {"prefix": "/", "headers": [{"name": "x-user-class", "present_match": True}]}, "route": route},
             {"match": {"prefix": "/"}, "direct_response": {"status": 421, "body": {"inline_string": "not classified"}}},
         ]
+    if scenario in FLOOR_CONFIG:
+        # The header the probe writes, exactly: a failed read (another value) or write is refused.
+        routes = [
+            {"match": {"prefix": "/", "headers": [{"name": "x-user-class", "string_match": {"exact": "stable"}}]}, "route": route},
+            {"match": {"prefix": "/"}, "direct_response": {"status": 421, "body": {"inline_string": "no class written"}}},
+        ]
     filters = []
     if scenario == "noop":
         filters.append(harness.wasm_filter(None, wasm=NOOP_WASM))
+    elif scenario in FLOOR_CONFIG:
+        filters.append(harness.wasm_filter(FLOOR_CONFIG[scenario], wasm=FLOOR_WASM))
     elif scenario == "lua_classify":
         filters.append(lua_filter(LUA_CLASSIFY))
     elif scenario not in ("none", *NATIVE_MIRROR_SCENARIOS):
@@ -572,6 +591,11 @@ RATIOS = [
     ("classify/noop req/s", "classify", "noop", "saturation", "rps"),
     ("noop/none req/s", "noop", "none", "saturation", "rps"),
     ("empty_config/noop req/s", "empty_config", "noop", "saturation", "rps"),
+    ("floor/noop req/s", "floor", "noop", "saturation", "rps"),
+    ("classify/floor req/s", "classify", "floor", "saturation", "rps"),
+    ("floor_names/floor req/s", "floor_names", "floor", "saturation", "rps"),
+    ("floor_noreroute/floor req/s", "floor_noreroute", "floor", "saturation", "rps"),
+    ("classify_noreroute/classify req/s", "classify_noreroute", "classify", "saturation", "rps"),
     ("classify_nobucket/lua_classify req/s", "classify_nobucket", "lua_classify", "saturation", "rps"),
     ("mirror_bytes/native_mirror req/s", "mirror_bytes", "native_mirror", "saturation", "rps"),
     ("mirror_json/native_mirror req/s", "mirror_json", "native_mirror", "saturation", "rps"),
@@ -685,7 +709,7 @@ def table(med: dict, rat: dict, tg: list[dict], rss: dict | None, wasm_bytes: in
 
 
 # The cost-breakdown table: each adds one layer to the one before.
-BREAKDOWN = ["none", "noop", "empty_config", "classify", "native_mirror", "mirror_nobody", "mirror_bytes", "mirror_json"]
+BREAKDOWN = ["none", "noop", "floor", "empty_config", "classify", "native_mirror", "mirror_nobody", "mirror_bytes", "mirror_json"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -724,6 +748,9 @@ def precheck(s: str, e: harness.Envoy) -> None:
         r = e.request("GET", PATH, REQUEST_HEADERS)
         # The classifying scenarios' only route needs the class header: 421 without it.
         assert r.status == 200 and len(r.body) > 1900, f"{s}: {r.status} {r.body[:80]!r}"
+    if s in FLOOR_CONFIG:
+        counted = harness.metric_now(e, "floor_requests_total", {})
+        assert counted == 1, f"{s}: floor_requests_total {counted}"
     if s in NATIVE_MIRROR_SCENARIOS:
         harness.wait_until(lambda: cluster_completed(e, "canary") >= 1, what=f"{s}: the canary answered the shadow copy")
     if s in MIRROR_SCENARIOS:
@@ -829,7 +856,7 @@ def main() -> int:
         print(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(NAMES)}", file=sys.stderr)
         return 2
 
-    needed = [harness.WASM, harness.ENVOY_BIN] + ([NOOP_WASM] if "noop" in scenarios else [])
+    needed = [harness.WASM, harness.ENVOY_BIN] + ([NOOP_WASM] if "noop" in scenarios else []) + ([FLOOR_WASM] if set(FLOOR_CONFIG) & set(scenarios) else [])
     for path in needed:
         if not Path(path).exists():
             print(f"{path} is missing: run `make bench`, which builds it", file=sys.stderr)

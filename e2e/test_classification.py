@@ -151,6 +151,9 @@ def test_trusted_incoming_class_on_inner_hops(envoy, primary_and_canary):
         # Not a class this config knows: classified by the rules instead.
         ([("x-user-class", "admin"), ("x-beta", "true")], "canary", "beta", "new-checkout,dark-mode"),
         ([("x-user-class", "admin")], "primary", "stable", None),
+        # Already as the filter would write them: nothing is written, the route stands.
+        ([("x-user-class", "beta"), ("x-features", "new-checkout,dark-mode")], "canary", "beta", "new-checkout,dark-mode"),
+        ([("x-user-class", "stable")], "primary", "stable", None),
     ]
     for headers, where, cls, features in cases:
         r = e.request("GET", "/", headers).json()
@@ -210,4 +213,41 @@ def test_http2_requests_are_classified(example):
     ]
     for headers, where, cls in cases:
         r = curl_h2(e, "/h2", headers)
+        assert (r["upstream"], r["x-user-class"]) == (where, cls), headers
+
+
+# Writes the class header as a native filter, without asking for the route again.
+WRITE_BETA = {
+    "name": "envoy.filters.http.header_mutation",
+    "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
+        "mutations": {
+            "request_mutations": [
+                {"append": {"header": {"key": "x-user-class", "value": "beta"}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}}
+            ]
+        },
+    },
+}
+
+
+def test_route_is_picked_before_filters_run(envoy, primary_and_canary):
+    """Why the filter re-picks the route: a header a filter writes is seen by the upstream but
+    not by the route, which Envoy picked before the filters ran."""
+    cfg = harness.classifying_envoy_config(None, primary_and_canary, TO_CANARY, "primary")
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    hcm["http_filters"] = [WRITE_BETA, harness.ROUTER]
+    r = envoy(cfg).request("GET", "/", []).json()
+    assert (r["upstream"], r["x-user-class"]) == ("primary", "beta")
+
+
+@pytest.mark.parametrize("reroute", [True, False], ids=["reroute", "no-reroute"])
+def test_routes_see_the_class_with_or_without_reroute(envoy, primary_and_canary, reroute):
+    """`reroute: false` leaves out the filter's `clear_route_cache`, and on this Envoy a route on
+    the class header still sees the class: its Wasm host picks the route again by itself when a
+    filter writes a request header, which the native filter above does not get. On a host
+    that does not, `reroute: true` is what makes the route see it (docs/configuration.md)."""
+    config = {"classification": {**EXAMPLE["classification"], "reroute": reroute}}
+    e = envoy(harness.classifying_envoy_config(config, primary_and_canary, TO_CANARY, "primary"))
+    for headers, where, cls in [([("x-beta", "true")], "canary", "beta"), ([], "primary", "stable")]:
+        r = e.request("GET", "/", headers).json()
         assert (r["upstream"], r["x-user-class"]) == (where, cls), headers

@@ -86,6 +86,9 @@ pub struct Classification {
     pub rules: Vec<Rule>,
     /// Cookies a first-time visitor is given a random id in (`bucket.assign_cookie`).
     pub assign_cookies: Vec<String>,
+    /// Whether the filter asks the host to pick the route again after writing the class
+    /// (`clear_route_cache`).
+    pub reroute: bool,
 }
 
 /// How the class was decided, for logs and tests.

@@ -43,6 +43,13 @@ impl<'a> Request<'a> {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// Whether header `name` (lowercase) is exactly `value`: sent once with that value, or for
+    /// `None` not sent at all.
+    pub fn has_exactly(&self, name: &str, value: Option<&[u8]>) -> bool {
+        let mut values = self.values(name);
+        values.next() == value && values.next().is_none()
+    }
+
     /// The value of cookie `name` across every `cookie` header.
     pub fn cookie(&self, name: &str) -> Option<&'a [u8]> {
         cookie::find(self.values("cookie"), name.as_bytes())
@@ -190,5 +197,25 @@ mod tests {
         assert_eq!(req.cookie("uid"), Some(&b"1"[..]));
         assert_eq!(req.query("q").as_deref(), Some(&b"a b"[..]));
         assert_eq!(req.query("p"), None);
+    }
+
+    #[test]
+    fn has_exactly() {
+        type Case<'a> = (Vec<(&'a str, &'a str)>, Option<&'a str>, bool);
+        let cases: Vec<Case> = vec![
+            (vec![("x-c", "beta")], Some("beta"), true),
+            (vec![("x-c", "beta")], Some("stable"), false),
+            (vec![("x-c", "beta"), ("x-c", "beta")], Some("beta"), false),
+            (vec![("x-c", "")], Some(""), true),
+            (vec![], Some("beta"), false),
+            (vec![], None, true),
+            (vec![("x-c", "")], None, false),
+            (vec![("x-d", "beta")], Some("beta"), false),
+        ];
+        for (list, value, want) in cases {
+            let h = headers(&list);
+            let got = Request::new(&h).has_exactly("x-c", value.map(str::as_bytes));
+            assert_eq!(got, want, "{list:?} {value:?}");
+        }
     }
 }

@@ -38,6 +38,8 @@ pub(super) struct RawClassification {
     features_header: String,
     /// In class name order, each class once (of a class given twice, the last list).
     features: BTreeMap<String, Vec<String>>,
+    #[default(true)]
+    reroute: bool,
 }
 
 /// A rule: its class and its conditions, each under its own key. A new condition is a field
@@ -183,6 +185,7 @@ pub(super) fn compile(raw: RawClassification, errors: &mut ConfigErrors) -> Clas
         classes,
         rules,
         assign_cookies,
+        reroute: raw.reroute,
     }
 }
 
@@ -435,6 +438,23 @@ mod tests {
             assert_eq!(c.classes.len(), 1);
             assert_eq!(c.class(c.default_class).unwrap().name, "stable");
             assert!(c.assign_cookies.is_empty());
+            assert!(c.reroute);
+        }
+    }
+
+    #[test]
+    fn reroute_table() {
+        let cases = [
+            (r#"{"classification": {}}"#, true),
+            (r#"{"classification": {"reroute": true}}"#, true),
+            (r#"{"classification": {"reroute": false}}"#, false),
+        ];
+        for (json, want) in cases {
+            assert_eq!(
+                parse(json.as_bytes()).unwrap().classification.reroute,
+                want,
+                "{json}"
+            );
         }
     }
 
@@ -512,6 +532,8 @@ mod tests {
                 "classification.rules[0].cookie.exat: unknown field `exat`, expected one of `name`, `exact`, `prefix`, `suffix`, `contains`, `regex`, `present`, `ignore_case` at line 1 column 75".into()]),
             (r#"{"classification": {"trust_incoming_header": "yes"}}"#.into(), vec![
                 "classification.trust_incoming_header: invalid type: string \"yes\", expected a boolean at line 1 column 50".into()]),
+            (r#"{"classification": {"reroute": 0}}"#.into(), vec![
+                "classification.reroute: invalid type: integer `0`, expected a boolean at line 1 column 32".into()]),
             (rule(r#"{"cookie": {"name": "t", "exact": "x"}}"#), vec![
                 "classification.rules[0]: missing field `class` at line 1 column 69".into()]),
             (rule(r#"{"class": "c", "bucket": {"cookie": "uid", "percent": "5"}}"#), vec![

@@ -14,7 +14,8 @@ use proxy_wasm::types::{Action, BufferType, MapType};
 use super::mirror::{capture_buffer, Metrics};
 use super::plugin::{mirror_of, Plugin};
 use crate::classify::ClassId;
-use crate::mirror_session::{Request, StreamMirror};
+use crate::mirror_session::{Request as MirrorRequest, StreamMirror};
+use crate::request::Request;
 
 /// `Set-Cookie` attributes of an assigned id: a year, the whole site, sent on top-level
 /// navigations. Not `Secure`, which would drop it on plain-HTTP sites; not `HttpOnly`, so the
@@ -49,7 +50,7 @@ impl Http {
             return;
         };
         let class_headers = plugin.config.classification.class_headers(class);
-        let request = Request {
+        let request = MirrorRequest {
             headers,
             class,
             assigned,
@@ -82,22 +83,25 @@ impl HttpContext for Http {
         };
         debug!("class {} ({:?})", class.name, outcome.source);
 
-        set_request_header(&classification.header, Some(class.name.as_bytes()));
-        let features = class.features.as_deref().map(str::as_bytes);
-        // Removing an absent header is a host call for nothing, on most requests.
-        if features.is_some()
-            || headers
-                .iter()
-                .any(|(n, _)| *n == classification.features_header)
-        {
-            set_request_header(&classification.features_header, features);
+        // Writing what the request already carries (the class a gateway in front of a trusting
+        // sidecar wrote, or no features header) is a host call for nothing; and when neither
+        // header changes, the route Envoy picked still holds.
+        let sent = Request::new(&headers);
+        let mut changed = false;
+        for (name, value) in classification.class_headers(outcome.class) {
+            if !sent.has_exactly(name, value) {
+                set_request_header(name, value);
+                changed = true;
+            }
         }
-        // Envoy picked the route before this filter ran, and does not pick it again when a
-        // header changes; without this, a route on the class header would not see it
-        // (docs/design.md).
-        if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
-            if !plugin.route_cache_warned.replace(true) {
-                warn!("host cannot clear the route cache ({status:?}); routes on the class header will not see it");
+        // The host may have picked the route before this filter ran and keep it when a header
+        // changes (Envoy's Wasm host picks again by itself on a write, not every host does);
+        // without this, a route on the class header would not see it there (docs/design.md).
+        if changed && classification.reroute {
+            if let Err(status) = hostcalls::call_foreign_function("clear_route_cache", None) {
+                if !plugin.route_cache_warned.replace(true) {
+                    warn!("host cannot clear the route cache ({status:?}); routes on the class header will not see it");
+                }
             }
         }
         plugin

@@ -1,31 +1,53 @@
 //! A Proxy-Wasm HTTP filter that does nothing: every callback keeps the SDK's default
 //! (`Continue`). Built like the real filter, so `make bench` can tell the cost of the Wasm
 //! machinery (VM calls per request, context creation) from the cost of our logic.
+//!
+//! With the `floor` feature it is instead the floor of classification: only the host calls
+//! no classifier can do without (see `floor`).
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{ContextType, LogLevel};
 
+#[cfg(feature = "floor")]
+mod floor;
+
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(NoopRoot::default()) });
 }}
 
-struct NoopRoot;
+#[derive(Default)]
+struct NoopRoot {
+    #[cfg(feature = "floor")]
+    floor: floor::Floor,
+}
 
 impl Context for NoopRoot {}
 
 impl RootContext for NoopRoot {
+    #[cfg(feature = "floor")]
+    fn on_configure(&mut self, _size: usize) -> bool {
+        self.floor = floor::Floor::configure();
+        true
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        #[cfg(feature = "floor")]
+        return Some(Box::new(self.floor.clone()));
+        #[cfg(not(feature = "floor"))]
         Some(Box::new(Noop))
     }
 }
 
+#[cfg(not(feature = "floor"))]
 struct Noop;
 
+#[cfg(not(feature = "floor"))]
 impl Context for Noop {}
 
+#[cfg(not(feature = "floor"))]
 impl HttpContext for Noop {}
