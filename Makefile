@@ -166,8 +166,7 @@ noop: toolchain binaryen
 	wasm-opt $(WASM_OPT_FLAGS) \
 	  target/noop/wasm32-wasip1/release/noop_filter.wasm -o $(NOOP_WASM)
 	cd bench/noop && RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1 --features floor --target-dir ../../target/floor
-	wasm-opt --merge-similar-functions -Oz --converge \
-	  --strip-debug --strip-producers --strip-target-features \
+	wasm-opt $(WASM_OPT_FLAGS) \
 	  target/floor/wasm32-wasip1/release/noop_filter.wasm -o $(FLOOR_WASM)
 
 # h2load drives the benchmark; not needed by make test.
