@@ -89,9 +89,16 @@ system-tools:
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
-# wasm-opt (Debian's binaryen) for `make build`; on its own so a build needs no other system tool.
+# wasm-opt for `make build`: binaryen's own build for node (the `binaryen` npm package),
+# pinned, in $(VENV). Debian 12's binaryen is version 108, whose output is 3 KB larger.
+BINARYEN_VERSION := 132.0.0
+WASM_OPT := $(VENV)/binaryen/node_modules/.bin/wasm-opt
 binaryen:
-	@command -v wasm-opt >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends binaryen; }
+	@if [ "$$($(WASM_OPT) --version 2>/dev/null)" != "wasm-opt version $(firstword $(subst ., ,$(BINARYEN_VERSION))) (version_$(firstword $(subst ., ,$(BINARYEN_VERSION))))" ]; then \
+	  command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm; }; \
+	  echo "installing binaryen $(BINARYEN_VERSION) (wasm-opt) into $(VENV)/binaryen (once)"; \
+	  npm install --silent --no-save --no-audit --no-fund --prefix $(VENV)/binaryen binaryen@$(BINARYEN_VERSION); \
+	fi
 
 # Dependencies' panic locations name their source files by absolute path, under CARGO_HOME.
 # Cut to the crate's own name, the module no longer depends on where it was built (and is
@@ -119,7 +126,7 @@ WASM_OPT_FLAGS := --merge-similar-functions -Oz --converge --low-memory-unused \
 build: toolchain binaryen
 	RUSTFLAGS="$${RUSTFLAGS:-} $(WASM_RUSTFLAGS)" cargo build --release --target wasm32-wasip1
 	@mkdir -p dist
-	wasm-opt $(WASM_OPT_FLAGS) \
+	$(WASM_OPT) $(WASM_OPT_FLAGS) \
 	  target/wasm32-wasip1/release/progressive_delivery.wasm -o $(WASM)
 	@echo "$(WASM): $$(stat -c %s $(WASM)) bytes"
 
@@ -163,10 +170,10 @@ NOOP_WASM := target/noop/noop_filter.wasm
 FLOOR_WASM := target/noop/floor_filter.wasm
 noop: toolchain binaryen
 	cd bench/noop && RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1 --target-dir ../../target/noop
-	wasm-opt $(WASM_OPT_FLAGS) \
+	$(WASM_OPT) $(WASM_OPT_FLAGS) \
 	  target/noop/wasm32-wasip1/release/noop_filter.wasm -o $(NOOP_WASM)
 	cd bench/noop && RUSTFLAGS="$${RUSTFLAGS:-} $(REMAP_PATHS)" cargo build --release --target wasm32-wasip1 --features floor --target-dir ../../target/floor
-	wasm-opt $(WASM_OPT_FLAGS) \
+	$(WASM_OPT) $(WASM_OPT_FLAGS) \
 	  target/floor/wasm32-wasip1/release/noop_filter.wasm -o $(FLOOR_WASM)
 
 # h2load drives the benchmark; not needed by make test.
@@ -188,7 +195,7 @@ PANIC_PROBE_WASM := target/panic-probe/progressive_delivery_panic_probe.wasm
 panic-probe: toolchain binaryen
 	RUSTFLAGS="$${RUSTFLAGS:-} $(WASM_RUSTFLAGS)" cargo build --release --target wasm32-wasip1 \
 	  --features panic-probe --target-dir target/panic-probe
-	wasm-opt $(WASM_OPT_FLAGS) \
+	$(WASM_OPT) $(WASM_OPT_FLAGS) \
 	  target/panic-probe/wasm32-wasip1/release/progressive_delivery.wasm -o $(PANIC_PROBE_WASM)
 
 # Not part of make test, which runs 60 s of it (e2e/test_soak.py): mixed traffic through the filter,
