@@ -43,8 +43,6 @@ impl MetricHost for Metrics {
 /// The session's host: one configuration of one worker's VM.
 pub struct ProxyHost {
     queue_id: u32,
-    /// Tells this configuration's wake-ups from an older one's after a reload.
-    generation: u32,
 }
 
 impl MetricHost for ProxyHost {
@@ -77,8 +75,10 @@ impl Host for ProxyHost {
             .map_err(|status| format!("{status:?}"))
     }
 
+    /// The wake-up carries nothing: the copies wait in the session, and an empty item costs
+    /// the host no allocation in the VM when it is dequeued.
     fn wake(&self) -> Result<(), String> {
-        hostcalls::enqueue_shared_queue(self.queue_id, Some(&self.generation.to_le_bytes()))
+        hostcalls::enqueue_shared_queue(self.queue_id, Some(&[]))
             .map_err(|status| format!("{status:?}"))
     }
 
@@ -106,13 +106,9 @@ impl Runtime {
         mirror: Mirror,
         class_names: Vec<String>,
         queue_id: u32,
-        generation: u32,
         previous: Option<Learned>,
     ) -> Runtime {
-        let host = ProxyHost {
-            queue_id,
-            generation,
-        };
+        let host = ProxyHost { queue_id };
         let session = MirrorSession::new(host, mirror, class_names, previous);
         Runtime {
             queue_id,
@@ -132,21 +128,10 @@ impl Runtime {
         }
     }
 
-    /// Root context: drains the wake-ups (one from a replaced configuration is harmless:
-    /// they only bring the root context here), then dispatches every copy waiting.
+    /// Root context, woken: dispatches every copy waiting.
     pub fn on_queue_ready(&self, queue_id: u32) {
         if queue_id != self.queue_id {
             return;
-        }
-        loop {
-            match hostcalls::dequeue_shared_queue(queue_id) {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(status) => {
-                    debug!("dequeue failed: {status:?}");
-                    break;
-                }
-            }
         }
         self.with(MirrorSession::on_queue_ready);
     }
