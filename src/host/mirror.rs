@@ -161,7 +161,7 @@ impl Runtime {
 pub fn capture_buffer(capture: &mut BodyCapture, buffer: BufferType, size: usize) {
     if capture.wants(size) {
         match hostcalls::get_buffer(buffer, 0, size) {
-            Ok(bytes) => return capture.push(&bytes.unwrap_or_default()),
+            Ok(bytes) => return capture.push(bytes.unwrap_or_default()),
             Err(status) => debug!("cannot read {buffer:?}: {status:?}"),
         }
     }
