@@ -98,6 +98,8 @@ pub fn now_ms() -> u64 {
 pub struct Runtime {
     queue_id: u32,
     session: RefCell<MirrorSession<ProxyHost>>,
+    #[cfg(feature = "queue-probe")]
+    probe: super::queue_probe::QueueProbe,
 }
 
 impl Runtime {
@@ -113,6 +115,8 @@ impl Runtime {
         Runtime {
             queue_id,
             session: RefCell::new(session),
+            #[cfg(feature = "queue-probe")]
+            probe: super::queue_probe::QueueProbe::new(),
         }
     }
 
@@ -131,6 +135,10 @@ impl Runtime {
     /// Root context, woken: dispatches every copy waiting.
     pub fn on_queue_ready(&self, queue_id: u32) {
         if queue_id != self.queue_id {
+            return;
+        }
+        #[cfg(feature = "queue-probe")]
+        if self.probe.bounce(queue_id) {
             return;
         }
         self.with(MirrorSession::on_queue_ready);
