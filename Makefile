@@ -153,6 +153,7 @@ lint: toolchain
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 -- -D warnings
 	cargo clippy --target wasm32-wasip1 --features panic-probe -- -D warnings
+	cargo clippy --target wasm32-wasip1 --features queue-probe-bounce -- -D warnings
 	cargo clippy --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 # The filter's native tests and pdctl's, which run the built binary (pdctl/tests/).

@@ -43,8 +43,6 @@ impl MetricHost for Metrics {
 /// The session's host: one configuration of one worker's VM.
 pub struct ProxyHost {
     queue_id: u32,
-    /// Tells this configuration's wake-ups from an older one's after a reload.
-    generation: u32,
 }
 
 impl MetricHost for ProxyHost {
@@ -77,8 +75,10 @@ impl Host for ProxyHost {
             .map_err(|status| format!("{status:?}"))
     }
 
+    /// The wake-up carries nothing: the copies wait in the session, and an empty item costs
+    /// the host no allocation in the VM when it is dequeued.
     fn wake(&self) -> Result<(), String> {
-        hostcalls::enqueue_shared_queue(self.queue_id, Some(&self.generation.to_le_bytes()))
+        hostcalls::enqueue_shared_queue(self.queue_id, Some(&[]))
             .map_err(|status| format!("{status:?}"))
     }
 
@@ -98,6 +98,8 @@ pub fn now_ms() -> u64 {
 pub struct Runtime {
     queue_id: u32,
     session: RefCell<MirrorSession<ProxyHost>>,
+    #[cfg(feature = "queue-probe")]
+    probe: super::queue_probe::QueueProbe,
 }
 
 impl Runtime {
@@ -106,17 +108,15 @@ impl Runtime {
         mirror: Mirror,
         class_names: Vec<String>,
         queue_id: u32,
-        generation: u32,
         previous: Option<Learned>,
     ) -> Runtime {
-        let host = ProxyHost {
-            queue_id,
-            generation,
-        };
+        let host = ProxyHost { queue_id };
         let session = MirrorSession::new(host, mirror, class_names, previous);
         Runtime {
             queue_id,
             session: RefCell::new(session),
+            #[cfg(feature = "queue-probe")]
+            probe: super::queue_probe::QueueProbe::new(),
         }
     }
 
@@ -132,21 +132,14 @@ impl Runtime {
         }
     }
 
-    /// Root context: drains the wake-ups (one from a replaced configuration is harmless:
-    /// they only bring the root context here), then dispatches every copy waiting.
+    /// Root context, woken: dispatches every copy waiting.
     pub fn on_queue_ready(&self, queue_id: u32) {
         if queue_id != self.queue_id {
             return;
         }
-        loop {
-            match hostcalls::dequeue_shared_queue(queue_id) {
-                Ok(Some(_)) => {}
-                Ok(None) => break,
-                Err(status) => {
-                    debug!("dequeue failed: {status:?}");
-                    break;
-                }
-            }
+        #[cfg(feature = "queue-probe")]
+        if self.probe.bounce(queue_id) {
+            return;
         }
         self.with(MirrorSession::on_queue_ready);
     }
@@ -176,7 +169,7 @@ impl Runtime {
 pub fn capture_buffer(capture: &mut BodyCapture, buffer: BufferType, size: usize) {
     if capture.wants(size) {
         match hostcalls::get_buffer(buffer, 0, size) {
-            Ok(bytes) => return capture.push(&bytes.unwrap_or_default()),
+            Ok(bytes) => return capture.push(bytes.unwrap_or_default()),
             Err(status) => debug!("cannot read {buffer:?}: {status:?}"),
         }
     }

@@ -7,6 +7,8 @@ mod mirror;
 #[cfg(feature = "panic-probe")]
 mod panic_probe;
 mod plugin;
+#[cfg(feature = "queue-probe")]
+mod queue_probe;
 mod root;
 
 use proxy_wasm::hostcalls;

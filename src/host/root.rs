@@ -4,7 +4,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 
-use log::{error, info, warn};
+use log::{debug, error, info, warn};
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{BufferType, ContextType};
@@ -29,7 +29,6 @@ pub struct Root {
     plugin: Option<Rc<Plugin>>,
     /// This VM's mirror queue, registered on the first configuration that mirrors.
     queue_id: Option<u32>,
-    generation: u32,
 }
 
 /// Queue names are per VM id, and every worker's VM has the same one: a random part keeps
@@ -127,7 +126,6 @@ impl RootContext for Root {
                     error!("invalid configuration: mirror: cannot work without a shared queue");
                     return false;
                 };
-                self.generation = self.generation.wrapping_add(1);
                 let class_names = config
                     .classification
                     .classes
@@ -138,7 +136,7 @@ impl RootContext for Root {
                 let previous = mirror_of(&self.plugin)
                     .and_then(|old| old.with(|s| s.learned()))
                     .flatten();
-                let runtime = Runtime::new(m, class_names, queue_id, self.generation, previous);
+                let runtime = Runtime::new(m, class_names, queue_id, previous);
                 let tick_period = runtime.with(|s| s.tick_period()).unwrap_or_default();
                 if let Err(status) = hostcalls::set_tick_period(tick_period) {
                     warn!("cannot set the tick period ({status:?}); late mirrors wait for Envoy's timeout");
@@ -171,7 +169,13 @@ impl RootContext for Root {
         Some(Box::new(Http::new(self.plugin.clone())))
     }
 
+    /// Envoy calls this once per item enqueued, so one dequeue per call keeps the queue
+    /// empty, whatever configuration (one that mirrors or not) is current by then; a loop
+    /// until empty would cost a host call more per wake-up.
     fn on_queue_ready(&mut self, queue_id: u32) {
+        if let Err(status) = hostcalls::dequeue_shared_queue(queue_id) {
+            debug!("dequeue failed: {status:?}");
+        }
         if let Some(m) = mirror_of(&self.plugin) {
             m.on_queue_ready(queue_id);
         }
