@@ -77,7 +77,7 @@ class Scenario:
 SCENARIOS = [
     Scenario("none", "no Wasm filter: the ceiling", light=True),
     Scenario("noop", "a Proxy-Wasm filter that does nothing ([`bench/noop/`](../bench/noop/), same SDK, profile and wasm-opt passes): the floor of any Wasm filter", light=True),
-    Scenario("floor", "the classification floor ([`bench/noop/src/floor.rs`](../bench/noop/src/floor.rs)): whole header map read, one header written, route re-picked, one counter; no rule, no logic"),
+    Scenario("floor", "the classification floor ([`bench/noop/src/floor.rs`](../bench/noop/src/floor.rs)): whole header map read, one header written, route re-picked, one counter; no rule, no logic", light=True),
     Scenario("floor_names", "`floor` reading only the 6 headers `classify` needs, one `get_map_value` each, instead of the whole map"),
     Scenario("floor_noreroute", "`floor` without `clear_route_cache`"),
     Scenario("empty_config", "this filter without configuration: host calls only (headers read and written, route re-picked, counted)"),
@@ -600,6 +600,8 @@ RATIOS = [
     ("mirror_bytes/native_mirror req/s", "mirror_bytes", "native_mirror", "saturation", "rps"),
     ("mirror_json/native_mirror req/s", "mirror_json", "native_mirror", "saturation", "rps"),
     ("mirror_json_baseline/mirror_json req/s", "mirror_json_baseline", "mirror_json", "saturation", "rps"),
+    ("mirror_json_baseline/native_mirror req/s", "mirror_json_baseline", "native_mirror", "saturation", "rps"),
+    ("CPU/request light floor/noop", "floor", "noop", "light", "cpu_us"),
     ("p99 light mirror_bytes/native_mirror", "mirror_bytes", "native_mirror", "light", "p99_ms"),
     ("CPU/request light mirror_bytes/native_mirror", "mirror_bytes", "native_mirror", "light", "cpu_us"),
     ("CPU/request light classify/noop", "classify", "noop", "light", "cpu_us"),
@@ -637,6 +639,7 @@ TARGETS = [
     ("p99 at light load mirror_bytes <= 1.15x native_mirror", "p99 light mirror_bytes/native_mirror", 1.15, "max"),
     ("CPU per request at light load classify <= 1.06x noop", "CPU/request light classify/noop", 1.06, "max"),
     ("classify_nobucket/lua_classify req/s >= 1.0", "classify_nobucket/lua_classify req/s", 1.0, "min"),
+    ("mirror_json_baseline/native_mirror req/s >= 0.55", "mirror_json_baseline/native_mirror req/s", 0.55, "min"),
 ]
 
 
@@ -709,7 +712,7 @@ def table(med: dict, rat: dict, tg: list[dict], rss: dict | None, wasm_bytes: in
 
 
 # The cost-breakdown table: each adds one layer to the one before.
-BREAKDOWN = ["none", "noop", "floor", "empty_config", "classify", "native_mirror", "mirror_nobody", "mirror_bytes", "mirror_json"]
+BREAKDOWN = ["none", "noop", "floor", "empty_config", "classify", "native_mirror", "mirror_nobody", "mirror_bytes", "mirror_json", "mirror_json_baseline"]
 
 
 # ---------------------------------------------------------------------------------------------
