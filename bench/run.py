@@ -846,7 +846,7 @@ def slow_canary_rss(up: Upstreams, seconds: float, rps: int, timeout_ms: int, de
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--seconds", type=float, default=3.0, help="measured seconds per run (after its own warm-up)")
     ap.add_argument("--light-rps", type=int, default=1000)
     ap.add_argument("--rss-seconds", type=float, default=60.0)
