@@ -72,6 +72,8 @@ class Scenario:
     # Also measured at the light fixed rate: the scenarios a latency or CPU ratio names.
     light: bool = False
     protocols: tuple[str, ...] = ("h1", "h2")
+    # In a plain `make bench`; the others run when `--scenarios` names them.
+    default: bool = True
 
 
 SCENARIOS = [
@@ -92,8 +94,17 @@ SCENARIOS = [
     Scenario("mirror_json_baseline", "`mirror_json` with a baseline: a third upstream answering like the primary gets a copy too", light=True),
     Scenario("grpc_native_mirror", "Envoy's `request_mirror_policies` for a unary gRPC call (1 KB message each way), HTTP/2 only", light=True, protocols=("h2",)),
     Scenario("grpc_mirror", "the filter mirroring the same call: method declared, `compare.body: protobuf`, HTTP/2 only", light=True, protocols=("h2",)),
+    # `make bench-host-calls`: the floor probe making each call 21 times per request, and
+    # variants without one call, so that call's cost stands out of the machine's noise.
+    Scenario("calls", "the floor probe, every call 21 times per request: whole header map read, header written, `clear_route_cache`, counter", default=False),
+    Scenario("calls_names", "`calls` reading the 6 headers `classify` needs one `get_map_value` each, instead of the whole map", default=False),
+    Scenario("calls_noread", "`calls` without the read", default=False),
+    Scenario("calls_nowrite", "`calls` without the header write", default=False),
+    Scenario("calls_noreroute", "`calls` without `clear_route_cache`", default=False),
+    Scenario("calls_nocount", "`calls` without the counter", default=False),
 ]
 NAMES = [s.name for s in SCENARIOS]
+DEFAULT_NAMES = [s.name for s in SCENARIOS if s.default]
 BY_NAME = {s.name: s for s in SCENARIOS}
 MIRROR_SCENARIOS = ("mirror_nobody", "mirror_bytes", "mirror_json", "mirror_json_baseline", "grpc_mirror")
 JSON_SCENARIOS = ("mirror_json", "mirror_json_baseline")
@@ -106,6 +117,23 @@ NATIVE_MIRROR_SCENARIOS = ("native_mirror", "grpc_native_mirror")
 CLASSIFYING = ("classify", "classify_nobucket", "classify_noreroute", "lua_classify")
 # The probe's plugin configuration: what it reads and whether it re-picks the route.
 FLOOR_CONFIG = {"floor": "map", "floor_names": "names", "floor_noreroute": "map noreroute"}
+CALLS_TIMES = 21
+CALLS_CONFIG = {
+    "calls": "map",
+    "calls_names": "names",
+    "calls_noread": "map noread",
+    "calls_nowrite": "map nowrite",
+    "calls_noreroute": "map noreroute",
+    "calls_nocount": "map nocount",
+}
+# What one call costs: (the scenario with it, the one without it), over CALLS_TIMES.
+HOST_CALLS = [
+    ("whole request header map read (`get_map_bytes`)", "calls", "calls_noread"),
+    ("6 single header reads (`get_map_value_bytes`)", "calls_names", "calls_noread"),
+    ("one request header written (`set_map_value_bytes`)", "calls", "calls_nowrite"),
+    ("`clear_route_cache` (`call_foreign_function`)", "calls", "calls_noreroute"),
+    ("one counter incremented (`increment_metric`)", "calls", "calls_nocount"),
+]
 PROTOCOLS = ["h1", "h2"]
 H2LOAD = shutil.which("h2load") or "h2load"
 
@@ -405,6 +433,8 @@ def scenario_config(scenario: str, up: Upstreams, canary_port: int | None = None
         filters.append(harness.wasm_filter(None, wasm=NOOP_WASM))
     elif scenario in FLOOR_CONFIG:
         filters.append(harness.wasm_filter(FLOOR_CONFIG[scenario], wasm=FLOOR_WASM))
+    elif scenario in CALLS_CONFIG:
+        filters.append(harness.wasm_filter(f"{CALLS_CONFIG[scenario]} x{CALLS_TIMES}", wasm=FLOOR_WASM))
     elif scenario == "lua_classify":
         filters.append(lua_filter(LUA_CLASSIFY))
     elif scenario not in ("none", *NATIVE_MIRROR_SCENARIOS):
@@ -631,6 +661,26 @@ def ratios(runs: list[Run]) -> dict:
     return out
 
 
+def host_calls(runs: list[Run]) -> dict:
+    """Envoy's CPU time of one host call at saturation: within each round, the CPU per request
+    of the probe with the call less that of the probe without it, over CALLS_TIMES; the median
+    over rounds and the spread."""
+    by = {(r.scenario, r.protocol, r.round): r for r in runs if r.load == "saturation"}
+    rounds = sorted({r.round for r in runs})
+    out: dict = {}
+    for p in PROTOCOLS:
+        out[p] = {}
+        for name, with_call, without in HOST_CALLS:
+            per_round = [
+                (by[(with_call, p, k)].cpu_us - by[(without, p, k)].cpu_us) / CALLS_TIMES
+                for k in rounds
+                if (with_call, p, k) in by and (without, p, k) in by
+            ]
+            if per_round:
+                out[p][name] = {"median": statistics.median(per_round), "min": min(per_round), "max": max(per_round), "rounds": per_round}
+    return out
+
+
 # (name, ratio, bound, at least or at most)
 TARGETS = [
     ("classify/noop req/s >= 0.90", "classify/noop req/s", 0.90, "min"),
@@ -671,7 +721,7 @@ def fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
-def table(med: dict, rat: dict, tg: list[dict], rss: dict | None, wasm_bytes: int, info: dict, args, scenarios: list[str]) -> str:
+def table(med: dict, rat: dict, calls: dict, tg: list[dict], rss: dict | None, wasm_bytes: int, info: dict, args, scenarios: list[str]) -> str:
     lines = [
         f"Machine: {info['cpu']}, {info['cores']} cores, Linux {info['kernel']}; Envoy {info['envoy']}; {info['h2load']}; {info['date']}; "
         f"load average {info['load_before']} before, {info.get('load_after', '?')} after.",
@@ -697,6 +747,17 @@ def table(med: dict, rat: dict, tg: list[dict], rss: dict | None, wasm_bytes: in
         lines += ["", "Where the cost is: Envoy's CPU time per request at saturation, one layer added at a time:", "", "| scenario | what | h1 µs/req | h2 µs/req |", "|---|---|---:|---:|"]
         for s in breakdown:
             lines.append(f"| `{s}` | {BY_NAME[s].what} | {med[s]['h1']['saturation']['cpu_us']:.1f} | {med[s]['h2']['saturation']['cpu_us']:.1f} |")
+    if calls["h1"] or calls["h2"]:
+        lines += [
+            "",
+            f"What one host call costs: Envoy's CPU µs per call at saturation, the probe making every call {CALLS_TIMES} times per request with and without it; median (min–max over rounds):",
+            "",
+            "| host call | h1 µs | h2 µs |",
+            "|---|---:|---:|",
+        ]
+        for name, _, _ in HOST_CALLS:
+            cells = [f"{calls[p][name]['median']:.2f} ({calls[p][name]['min']:.2f}–{calls[p][name]['max']:.2f})" if name in calls[p] else "–" for p in PROTOCOLS]
+            lines.append(f"| {name} | {' | '.join(cells)} |")
     slow = (
         "slow canary not run."
         if rss is None
@@ -754,6 +815,11 @@ def precheck(s: str, e: harness.Envoy) -> None:
     if s in FLOOR_CONFIG:
         counted = harness.metric_now(e, "floor_requests_total", {})
         assert counted == 1, f"{s}: floor_requests_total {counted}"
+    if s in CALLS_CONFIG:
+        # Every call made CALLS_TIMES times: the counter shows it (none without the counter).
+        counted = harness.metric_now(e, "floor_requests_total", {}) or 0
+        want = 0 if "nocount" in CALLS_CONFIG[s] else CALLS_TIMES
+        assert counted == want, f"{s}: floor_requests_total {counted}, want {want}"
     if s in NATIVE_MIRROR_SCENARIOS:
         harness.wait_until(lambda: cluster_completed(e, "canary") >= 1, what=f"{s}: the canary answered the shadow copy")
     if s in MIRROR_SCENARIOS:
@@ -851,7 +917,7 @@ def main() -> int:
     ap.add_argument("--light-rps", type=int, default=1000)
     ap.add_argument("--rss-seconds", type=float, default=60.0)
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "results.json")
-    ap.add_argument("--scenarios", default=",".join(NAMES), help="comma-separated subset of " + ", ".join(NAMES))
+    ap.add_argument("--scenarios", default=",".join(DEFAULT_NAMES), help="comma-separated subset of " + ", ".join(NAMES))
     args = ap.parse_args()
     scenarios = [s for s in NAMES if s in args.scenarios.split(",")]
     unknown = set(args.scenarios.split(",")) - set(NAMES)
@@ -859,7 +925,7 @@ def main() -> int:
         print(f"unknown scenarios {sorted(unknown)}; choose from {', '.join(NAMES)}", file=sys.stderr)
         return 2
 
-    needed = [harness.WASM, harness.ENVOY_BIN] + ([NOOP_WASM] if "noop" in scenarios else []) + ([FLOOR_WASM] if set(FLOOR_CONFIG) & set(scenarios) else [])
+    needed = [harness.WASM, harness.ENVOY_BIN] + ([NOOP_WASM] if "noop" in scenarios else []) + ([FLOOR_WASM] if set(FLOOR_CONFIG).union(CALLS_CONFIG) & set(scenarios) else [])
     for path in needed:
         if not Path(path).exists():
             print(f"{path} is missing: run `make bench`, which builds it", file=sys.stderr)
@@ -920,8 +986,9 @@ def main() -> int:
 
     med = medians(runs)
     rat = ratios(runs)
+    calls = host_calls(runs)
     tg = targets(rat, wasm_bytes, rss, checks)
-    report = table(med, rat, tg, rss, wasm_bytes, info, args, scenarios)
+    report = table(med, rat, calls, tg, rss, wasm_bytes, info, args, scenarios)
     print()
     print(report)
     command = "bench/run.py " + " ".join(sys.argv[1:])
@@ -942,6 +1009,7 @@ def main() -> int:
                 "wasm_bytes": wasm_bytes,
                 "medians": med,
                 "ratios": rat,
+                "host_calls": calls,
                 "targets": tg,
                 "slow_canary": rss,
                 "mirror_counts": counts,
