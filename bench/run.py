@@ -565,8 +565,17 @@ def drain(e: harness.Envoy, timeout: float = 30) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """Time on a CPU of every thread of `pid`, in nanoseconds from the scheduler
+    (`/proc/PID/task/TID/schedstat`). `/proc/PID/stat`'s utime and stime count 10 ms ticks: at
+    1000 req/s for 3 s that is a step of 3.3 µs per request, 4% of a light-load figure, wider
+    than the 6% a target allows. Envoy's threads live as long as it does, so none is missed."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass  # a thread that ended between the listing and the read
+    return total / 1e9
 
 
 def rss_kib(pid: int) -> int:
