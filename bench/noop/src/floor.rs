@@ -9,10 +9,27 @@
 //! `nocount` leave out the read, the write and the counter. `xN` makes every call N times per
 //! request, so the cost of one call stands out of a shared machine's noise (the CPU per request
 //! of two probes at `xN` that differ in one word, over N).
+//!
+//! `mirror` adds the floor of a mirror that compares answers, as the filter does: the request
+//! headers copied out of the host, one wake-up through the worker's shared queue per burst,
+//! the callout dispatched from the root context (a stream's own callout loses its reply when
+//! the primary answers first), the canary's reply headers read in the root context and the
+//! primary's response headers read in the stream. No comparison, no body.
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType, MetricType};
+
+/// Copies waiting for the root context, at most this many; more are dropped and counted.
+const MAX_PENDING: usize = 10_000;
+
+thread_local! {
+    static PENDING: RefCell<Vec<Vec<(String, String)>>> = const { RefCell::new(Vec::new()) };
+    static WAKE_QUEUED: Cell<bool> = const { Cell::new(false) };
+}
 
 /// What the rules of `make bench`'s `classify` scenario read, with the class header (spoof
 /// handling) and the features header.
@@ -34,6 +51,10 @@ pub struct Floor {
     reroute: bool,
     counter: u32,
     times: usize,
+    /// The mirror queue, when `mirror` is configured.
+    queue: Option<u32>,
+    answered: u32,
+    dropped: u32,
 }
 
 impl Floor {
@@ -56,6 +77,58 @@ impl Floor {
                 .iter()
                 .find_map(|w| w.strip_prefix('x')?.parse().ok())
                 .unwrap_or(1),
+            queue: words
+                .contains(&"mirror")
+                // One name for every worker's VM: `make bench` runs Envoy with one worker.
+                .then(|| hostcalls::register_shared_queue("floor_mirror").ok())
+                .flatten(),
+            answered: hostcalls::define_metric(MetricType::Counter, "floor_mirrors_answered")
+                .unwrap_or_default(),
+            dropped: hostcalls::define_metric(MetricType::Counter, "floor_mirrors_dropped")
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Root context: the one wake-up queued for a burst, then every copy waiting, dispatched.
+    pub fn on_queue_ready(&self, queue_id: u32) {
+        let _ = hostcalls::dequeue_shared_queue(queue_id);
+        WAKE_QUEUED.with(|w| w.set(false));
+        for headers in PENDING.with(|p| std::mem::take(&mut *p.borrow_mut())) {
+            let headers: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.as_str()))
+                .collect();
+            let _ = hostcalls::dispatch_http_call(
+                "canary",
+                headers,
+                None,
+                Vec::new(),
+                Duration::from_secs(5),
+            );
+        }
+    }
+
+    /// Root context: the canary's reply, its headers read as a comparison would.
+    pub fn on_http_call_response(&self) {
+        if hostcalls::get_map_bytes(MapType::HttpCallResponseHeaders).is_ok_and(|h| !h.is_empty()) {
+            let _ = hostcalls::increment_metric(self.answered, 1);
+        }
+    }
+
+    /// Stream context: hands the request's headers to the root context.
+    fn submit(&self, queue: u32, headers: Vec<(String, String)>) {
+        let kept = PENDING.with(|p| {
+            let mut p = p.borrow_mut();
+            (p.len() < MAX_PENDING).then(|| p.push(headers)).is_some()
+        });
+        if !kept {
+            let _ = hostcalls::increment_metric(self.dropped, 1);
+            return;
+        }
+        if !WAKE_QUEUED.with(|w| w.replace(true))
+            && hostcalls::enqueue_shared_queue(queue, None).is_err()
+        {
+            WAKE_QUEUED.with(|w| w.set(false));
         }
     }
 
@@ -77,8 +150,15 @@ impl Context for Floor {}
 impl HttpContext for Floor {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let mut read = 0;
-        for _ in 0..self.times {
-            read = self.read();
+        if let Some(queue) = self.queue {
+            // The copy needs every header, so this is the one read (as in the filter).
+            let headers = hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+            read = headers.len();
+            self.submit(queue, headers);
+        } else {
+            for _ in 0..self.times {
+                read = self.read();
+            }
         }
         // Uses what was read, so the reads are not optimised away; `make bench`'s route needs
         // "stable".
@@ -98,6 +178,14 @@ impl HttpContext for Floor {
             if self.count {
                 let _ = hostcalls::increment_metric(self.counter, 1);
             }
+        }
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        if self.queue.is_some() {
+            // The primary's answer, read as a comparison would.
+            let _ = hostcalls::get_map_bytes(MapType::HttpResponseHeaders);
         }
         Action::Continue
     }

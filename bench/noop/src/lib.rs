@@ -22,13 +22,32 @@ struct NoopRoot {
     floor: floor::Floor,
 }
 
+#[cfg(not(feature = "floor"))]
 impl Context for NoopRoot {}
+
+#[cfg(feature = "floor")]
+impl Context for NoopRoot {
+    fn on_http_call_response(
+        &mut self,
+        _token: u32,
+        _headers: usize,
+        _body: usize,
+        _trailers: usize,
+    ) {
+        self.floor.on_http_call_response();
+    }
+}
 
 impl RootContext for NoopRoot {
     #[cfg(feature = "floor")]
     fn on_configure(&mut self, _size: usize) -> bool {
         self.floor = floor::Floor::configure();
         true
+    }
+
+    #[cfg(feature = "floor")]
+    fn on_queue_ready(&mut self, queue_id: u32) {
+        self.floor.on_queue_ready(queue_id);
     }
 
     fn get_type(&self) -> Option<ContextType> {
