@@ -841,7 +841,7 @@ def precheck(s: str, e: harness.Envoy) -> None:
     if s in NATIVE_MIRROR_SCENARIOS:
         harness.wait_until(lambda: cluster_completed(e, "canary") >= 1, what=f"{s}: the canary answered the shadow copy")
     if s == "mirror_floor":
-        harness.wait_until(lambda: (harness.metric_now(e, "floor_mirrors_answered", {}) or 0) >= 1, what=f"{s}: the probe read the canary's reply")
+        harness.wait_until(lambda: (harness.metric_now(e, "floor_mirrors_answered_total", {}) or 0) >= 1, what=f"{s}: the probe read the canary's reply")
         assert cluster_completed(e, "canary") == 1, f"{s}: canary cluster {cluster_completed(e, 'canary')}"
     if s in MIRROR_SCENARIOS:
         harness.wait_until(lambda: sum(mirror_counts(e)["results"].values()) >= 1, what=f"{s}: a comparison")

@@ -82,9 +82,9 @@ impl Floor {
                 // One name for every worker's VM: `make bench` runs Envoy with one worker.
                 .then(|| hostcalls::register_shared_queue("floor_mirror").ok())
                 .flatten(),
-            answered: hostcalls::define_metric(MetricType::Counter, "floor_mirrors_answered")
+            answered: hostcalls::define_metric(MetricType::Counter, "floor_mirrors_answered_total")
                 .unwrap_or_default(),
-            dropped: hostcalls::define_metric(MetricType::Counter, "floor_mirrors_dropped")
+            dropped: hostcalls::define_metric(MetricType::Counter, "floor_mirrors_dropped_total")
                 .unwrap_or_default(),
         }
     }
