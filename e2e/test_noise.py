@@ -18,6 +18,7 @@ per round (warm-up) are exact. Run with `-s` for the measured figures.
 from __future__ import annotations
 
 import collections
+import socket
 import json
 import random
 import threading
@@ -308,11 +309,16 @@ def test_changed_canary_is_flagged_on_its_endpoint_only(noisy, variant, endpoint
 
 @pytest.mark.parametrize("how", ["down", "slow"])
 def test_failing_baseline_skips_comparisons_and_users_get_the_primary(noisy, how):
-    baseline = harness.free_port() if how == "down" else harness.Upstream("baseline", harness.Delayed(3.0, noisy_service.NoisyService())).start()
+    # "down": a port bound but not listening, held for the whole test, so connections are
+    # refused and no server the test starts next can be given the same port.
+    held = socket.socket()
+    held.bind(("127.0.0.1", 0))
+    baseline = held.getsockname()[1] if how == "down" else harness.Upstream("baseline", harness.Delayed(3.0, noisy_service.NoisyService())).start()
     try:
         s = noisy(baseline=baseline, mirror={"timeout_ms": 300}, component_log_level="wasm:debug")
         per_round = s.rounds(0, 2, only_ok=True)
     finally:
+        held.close()
         if not isinstance(baseline, int):
             baseline.stop()
     n = s.sent
